@@ -1,0 +1,58 @@
+"""Backends: one module per implementation of the spec (see backends/base.py).
+
+load(name) finds a backend class by built-in name, by entry point (group
+`gptbench.backends`, for installed plugins) or by a `module:Class` path.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from suite.errors import BackendError
+
+# built-in name -> "module:Class"; modules are imported only when asked for, so a NumPy
+# cell on a low-RAM box never imports torch.
+BUILTIN = {
+    "numpy": "backends.numpy_ref:NumpyBackend",
+}
+
+ENTRY_POINT_GROUP = "gptbench.backends"
+
+
+def _entry_points() -> dict:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def names() -> list[str]:
+    """Built-in names, then installed plugins."""
+    return list(BUILTIN) + [n for n in _entry_points() if n not in BUILTIN]
+
+
+def load(name_or_path: str):
+    """The backend class for a built-in name, an entry point name or 'module:Class'."""
+    if name_or_path in BUILTIN:
+        target = BUILTIN[name_or_path]
+    elif ":" in name_or_path:
+        target = name_or_path
+    else:
+        eps = _entry_points()
+        if name_or_path not in eps:
+            raise BackendError(
+                f"unknown backend {name_or_path!r}. Built-in: {', '.join(BUILTIN)}; installed "
+                f"plugins (entry-point group '{ENTRY_POINT_GROUP}'): {', '.join(eps) or 'none'}; "
+                "or give a 'package.module:ClassName' path."
+            )
+        return eps[name_or_path].load()
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise BackendError(f"backend module {module_name!r} not found (from {target!r}).") from None
+        raise  # the backend itself imports something missing: that is for unavailable() to say
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise BackendError(f"module {module_name!r} has no class {class_name!r} (from {target!r}).") from None

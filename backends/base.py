@@ -1,0 +1,124 @@
+"""The backend contract: what every implementation of the spec provides.
+
+All inputs and outputs at this boundary are NumPy arrays with canonical names
+(suite/weights.py), so a backend is judged by numbers alone. The suite owns data,
+learning-rate schedule and sampling randomness; a backend owns the math.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from suite.optim import AdamWConfig
+from suite.spec import GPTSpec
+
+
+class Backend:
+    name = "base"
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[str, ...] = ("float32", "float64")
+
+    # --- discovery ------------------------------------------------------------------------
+    @classmethod
+    def unavailable(cls, device: str = "cpu", dtype: str = "float32") -> str | None:
+        """Why this backend cannot run here on (device, dtype), or None if it can."""
+        if device not in cls.devices:
+            return f"{cls.name} runs on {', '.join(cls.devices)}, not {device!r}"
+        if dtype not in cls.dtypes:
+            return f"{cls.name} supports dtypes {', '.join(cls.dtypes)}, not {dtype!r}"
+        return None
+
+    def __init__(self, spec: GPTSpec, device: str = "cpu", dtype: str = "float32",
+                 optim: AdamWConfig | None = None):
+        self.spec, self.device, self.dtype = spec, device, dtype
+        self.optim = optim or AdamWConfig()
+
+    # --- weights --------------------------------------------------------------------------
+    def load_state(self, params: dict[str, np.ndarray]) -> None:
+        """Take canonical params (copies them) and reset the optimizer state."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Current params as canonical NumPy arrays."""
+        raise NotImplementedError
+
+    # --- training -------------------------------------------------------------------------
+    def forward(self, idx: np.ndarray, targets: np.ndarray | None = None):
+        """idx (B, T) int -> (logits (B, T, V) ndarray, mean cross-entropy float or None)."""
+        raise NotImplementedError
+
+    def backward(self) -> dict[str, np.ndarray]:
+        """Gradients of the last forward's loss, canonical names (tied wte summed once)."""
+        raise NotImplementedError
+
+    def step(self, lr: float) -> float:
+        """One AdamW update (suite/optim.py semantics) from the last backward's gradients,
+        after global-norm clipping. Returns the gradient norm before clipping."""
+        raise NotImplementedError
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float):
+        """forward + backward + step, the fast path. Returns the loss as a scalar that
+        float() converts (it may live on the device; converting synchronises)."""
+        _, loss = self.forward(x, y)
+        self.backward()
+        self.step(lr)
+        return loss
+
+    def sync(self) -> None:
+        """Wait for queued device work (timers call this)."""
+
+    # --- generation -----------------------------------------------------------------------
+    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0) -> np.ndarray:
+        """Append max_new_tokens sampled tokens to idx (B, T0). Sampling is done here, in
+        NumPy, from each backend's last-position logits, so equal logits give equal text.
+
+        The context is at most block_size tokens. When the KV cache is full, it is
+        refilled from the last block_size // 2 tokens (one prefill), so the cost per new
+        token stays bounded instead of recomputing the whole window every token."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"generate needs idx of shape (B, T0) with T0 >= 1, got {idx.shape}")
+        rng = np.random.default_rng(seed)
+        bs = self.spec.block_size
+        out = [idx]
+        logits = self._prefill(idx[:, -bs:])
+        self._cache_len = min(idx.shape[1], bs)
+        for _ in range(max_new_tokens):
+            nxt = sample_next(logits, temperature, top_k, rng)[:, None]  # (B, 1)
+            out.append(nxt)
+            if self._cache_len == bs:
+                window = np.concatenate(out, axis=1)[:, -(bs // 2):]
+                logits = self._prefill(window)
+                self._cache_len = window.shape[1]
+            else:
+                logits = self._decode(nxt)
+                self._cache_len += 1
+        return np.concatenate(out, axis=1)
+
+    def _prefill(self, idx: np.ndarray) -> np.ndarray:
+        """Start a fresh cache from idx (B, T); return last-position logits (B, V).
+        Default: no cache, keep the context and run forward."""
+        self._context = idx
+        return np.asarray(self.forward(idx)[0][:, -1, :], dtype=np.float64)
+
+    def _decode(self, tok: np.ndarray) -> np.ndarray:
+        """Append tok (B, 1) at the next position; return its logits (B, V)."""
+        return self._prefill(np.concatenate([self._context, tok], axis=1))
+
+
+def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
+                rng: np.random.Generator) -> np.ndarray:
+    """logits (B, V) -> next tokens (B,). temperature 0 is greedy (argmax).
+    top_k keeps the k largest logits (ties at the k-th value kept, as nanoGPT)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    u = rng.random((logits.shape[0], 1))
+    return np.minimum((probs.cumsum(axis=-1) < u).sum(axis=-1), logits.shape[-1] - 1)

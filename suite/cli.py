@@ -1,0 +1,301 @@
+"""The `gptbench` command (also `python -m suite`).
+
+Heavy modules are imported inside each command, after --threads has set the thread-pool
+environment, so `gptbench train --backend numpy` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from suite.errors import GptbenchError
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        for var in THREAD_ENV:
+            os.environ[var] = str(n)
+
+
+def _spec(name: str):
+    from suite.spec import preset
+
+    return preset(name)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, highlight=False)
+
+
+# --- gptbench backends --------------------------------------------------------------------
+def cmd_backends(args) -> int:
+    import backends
+
+    rows = []
+    for name in backends.names():
+        try:
+            cls = backends.load(name)
+            reason = cls.unavailable(args.device, args.dtype)
+        except Exception as e:  # a plugin that fails to import is reported, not fatal
+            reason = f"failed to load: {type(e).__name__}: {e}"
+        rows.append({"name": name, "available": reason is None, "reason": reason or ""})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"backends on {args.device} / {args.dtype}")
+    for col in ("name", "available here", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"])
+    _console().print(table)
+    return 0
+
+
+# --- gptbench check -----------------------------------------------------------------------
+def cmd_check(args) -> int:
+    import backends
+
+    cls = backends.load(args.backend)
+    reason = cls.unavailable(args.device, args.dtype)
+    if reason:
+        print(f"{args.backend}: unavailable here: {reason}", file=sys.stderr)
+        return 2
+    if cls.__module__ != "backends.numpy_ref":
+        raise GptbenchError(f"conformance checking of {args.backend!r} against the reference needs "
+                            "workloads/conformance.py, which this version does not have yet.")
+    from workloads.gradcheck import REL_TOL, gradcheck
+
+    spec = _spec(args.spec)
+    rows = gradcheck(spec, seed=args.seed, samples=None if args.full else args.samples, perturb=0.1)
+    ok = all(r.ok for r in rows)
+    if args.json:
+        print(json.dumps({"backend": args.backend, "spec": spec.to_dict(), "check": "finite-difference",
+                          "rel_tol": REL_TOL, "ok": ok, "tensors": [{**r.__dict__, "ok": r.ok} for r in rows]},
+                         indent=2))
+    else:
+        print(f"finite-difference gradient check, float64, spec {spec.name}, pass if rel_err <= {REL_TOL:g}")
+        print(f"{'tensor':28s} {'checked':>11s} {'max_abs_err':>12s} {'rel_err':>10s}  result")
+        for r in rows:
+            print(f"{r.name:28s} {r.checked:5d}/{r.size:<5d} {r.max_abs_err:12.3e} {r.rel_err:10.3e}  "
+                  f"{'ok' if r.ok else 'FAIL'}")
+        print(f"{'PASS' if ok else 'FAIL'}: {sum(r.ok for r in rows)}/{len(rows)} tensors")
+    return 0 if ok else 1
+
+
+# --- gptbench train -----------------------------------------------------------------------
+def _build_backend(args, spec):
+    import backends
+
+    cls = backends.load(args.backend)
+    reason = cls.unavailable(args.device, args.dtype)
+    if reason:
+        raise GptbenchError(f"backend {args.backend!r} is unavailable here: {reason}.")
+    return cls(spec, device=args.device, dtype=args.dtype)
+
+
+def cmd_train(args) -> int:
+    from suite.data import load_corpus
+    from workloads.train import config_for, train
+
+    spec = _spec(args.spec)
+    corpus = load_corpus(args.corpus, tokenizer=args.tokenizer)
+    model = _build_backend(args, spec)
+    cfg = config_for(spec.name, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     eval_interval=args.eval_interval, eval_batches=args.eval_batches,
+                     lr_warmup_steps=min(args.lr_warmup, args.steps))
+    every = max(1, args.steps // 10)
+    lines = []
+
+    def on_step(step, loss, ms):
+        if step % every == 0 or step == args.steps - 1:
+            line = f"step {step:5d}  loss {loss:.4f}  {ms:8.1f} ms"
+            lines.append(line)
+            if not args.json:
+                print(line, flush=True)
+
+    metrics = train(model, corpus, cfg, on_step=on_step)
+    record = {"workload": "train", "backend": args.backend, "device": args.device, "dtype": args.dtype,
+              "spec": spec.to_dict(), "corpus": corpus.describe(),
+              "threads": os.environ.get("OMP_NUM_THREADS"), **metrics}
+    if args.out:
+        from pathlib import Path
+
+        from suite.weights import save_safetensors
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_safetensors(out / "weights.safetensors", model.state(), spec,
+                         {"tokenizer": corpus.tokenizer.to_dict()})
+        (out / "record.json").write_text(json.dumps(record, indent=2))
+    if args.json:
+        print(json.dumps(record))
+    else:
+        _print_train_summary(record, args.out)
+    return 0 if record["status"] == "ok" else 1
+
+
+def _print_train_summary(r: dict, out) -> None:
+    print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
+    if r.get("final_val_loss") is not None:
+        print(f"val loss {r['final_val_loss']:.4f}", end="")
+        if "entropy_floor" in r:
+            print(f"  (entropy floor {r['entropy_floor']:.4f}, gap {r['floor_gap']:+.4f}; "
+                  f"true source on the same tokens {r['oracle_val_loss']:.4f})", end="")
+        print()
+    if "tokens_per_s" in r:
+        print(f"tokens/s {r['tokens_per_s']:,.0f} (median; quartiles {r['tokens_per_s_q1']:,.0f}-"
+              f"{r['tokens_per_s_q3']:,.0f})  step {r['step_ms_median']:.1f} ms  "
+              f"model {r['model_flops_per_s'] / 1e9:.2f} GFLOP/s")
+    if out:
+        print(f"saved {out}/weights.safetensors and {out}/record.json")
+
+
+# --- gptbench generate --------------------------------------------------------------------
+def cmd_generate(args) -> int:
+    import numpy as np
+
+    from suite.data import load_corpus, tokenizer_from_dict
+    from suite.weights import init_params, load_safetensors, read_safetensors
+
+    if args.weights:
+        spec, params = load_safetensors(args.weights, _spec(args.spec) if args.spec else None)
+        meta = read_safetensors(args.weights)[1]
+        tok = tokenizer_from_dict(json.loads(meta["tokenizer"])) if "tokenizer" in meta else \
+            load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
+    else:
+        spec = _spec(args.spec or "tiny")
+        params = init_params(spec, args.seed)
+        tok = load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
+        print("note: no --weights given: sampling from untrained weights (init seed "
+              f"{args.seed})", file=sys.stderr)
+    if tok.vocab_size > spec.vocab_size:
+        raise GptbenchError(f"tokenizer has {tok.vocab_size} tokens but spec vocab_size is {spec.vocab_size}.")
+    model = _build_backend(args, spec)
+    model.load_state(params)
+    prompt = tok.encode(args.prompt)
+    if prompt.size == 0:
+        raise GptbenchError("--prompt is empty: give at least one character to start from.")
+    out = model.generate(prompt[None, :], args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k, seed=args.seed)
+    text = tok.decode(out[0])
+    if args.json:
+        print(json.dumps({"backend": args.backend, "spec": spec.to_dict(), "prompt": args.prompt,
+                          "text": text, "tokens": np.asarray(out[0]).tolist()}))
+    else:
+        print(text)
+    return 0
+
+
+# --- gptbench convert ---------------------------------------------------------------------
+def cmd_convert(args) -> int:
+    from suite import weights as W
+
+    src, dst = args.input, args.output
+    if src.endswith(".pt"):
+        spec, params = W.load_nanogpt_ckpt(src)
+    else:
+        spec, params = W.load_safetensors(src, _spec(args.spec) if args.spec else None)
+    if dst.endswith(".pt"):
+        W.save_nanogpt_ckpt(dst, params, spec)
+    elif dst.endswith(".safetensors"):
+        W.save_safetensors(dst, params, spec)
+    else:
+        raise GptbenchError(f"output {dst} must end in .pt (nanoGPT) or .safetensors.")
+    print(f"wrote {dst} ({spec.n_params():,} params, spec {spec.to_json()})")
+    return 0
+
+
+# --- the parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from suite import __version__
+
+    p = argparse.ArgumentParser(prog="gptbench", description="One GPT spec, many backends, many machines.")
+    p.add_argument("--version", action="version", version=f"gptbench {__version__}")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for BLAS/OpenMP/torch (default: the libraries' own choice)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def device_flags(sp):
+        sp.add_argument("--device", default="cpu")
+        sp.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+
+    s = sub.add_parser("backends", help="list backends and whether they run here")
+    device_flags(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_backends)
+
+    s = sub.add_parser("check", help="prove a backend computes the reference's function")
+    s.add_argument("backend")
+    device_flags(s)
+    s.set_defaults(dtype="float64")
+    s.add_argument("--spec", default="tiny")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--samples", type=int, default=32, help="elements checked per tensor (numpy)")
+    s.add_argument("--full", action="store_true", help="check every element (numpy)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("train", help="train a spec with one backend and report loss and speed")
+    s.add_argument("--backend", default="numpy")
+    s.add_argument("--spec", default="tiny")
+    device_flags(s)
+    s.add_argument("--steps", type=int, default=400)
+    s.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate; default: the preset's")
+    s.add_argument("--lr-warmup", type=int, default=10)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--corpus", default="synthetic", help="'synthetic' (default), 'shakespeare' or a text file")
+    s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
+    s.add_argument("--eval-interval", type=int, default=0)
+    s.add_argument("--eval-batches", type=int, default=4)
+    s.add_argument("--out", default=None, help="folder for weights.safetensors and record.json")
+    s.add_argument("--json", action="store_true", help="print the record as one JSON line")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("generate", help="sample text with the KV cache")
+    s.add_argument("--backend", default="numpy")
+    device_flags(s)
+    s.add_argument("--weights", default=None, help="a gptbench .safetensors file (spec and vocab inside)")
+    s.add_argument("--spec", default=None)
+    s.add_argument("--corpus", default="synthetic", help="vocabulary source when the weights carry none")
+    s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--max-new-tokens", type=int, default=100)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--spec", default=None, help="spec of a .safetensors input that carries none")
+    s.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _set_threads(args.threads)
+    try:
+        return args.func(args)
+    except GptbenchError as e:
+        print(f"gptbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Data: tokenizers, corpus lookup, train/val split, the seeded batch sampler, and the
+synthetic Markov corpus whose entropy rate is known exactly (the embedded default).
+
+Every backend gets its batches from here as NumPy int64 arrays, so all see the same data.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from suite.errors import DataError
+
+SHAKESPEARE_FILE = "tinyshakespeare.txt"
+SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+DATA_DIR_ENV = "GPTBENCH_DATA_DIR"
+
+
+# --- tokenizers ---------------------------------------------------------------------------
+class CharTokenizer:
+    """One token per character of a fixed vocabulary (ids in the order of `chars`)."""
+    kind = "char"
+
+    def __init__(self, chars: str):
+        if len(set(chars)) != len(chars):
+            raise DataError("char tokenizer vocabulary has repeated characters.")
+        self.chars = chars
+        self._ids = {ch: i for i, ch in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        try:
+            return np.fromiter((self._ids[ch] for ch in text), dtype=np.int64, count=len(text))
+        except KeyError:
+            unknown = sorted({ch for ch in text if ch not in self._ids})
+            first = next(i for i, ch in enumerate(text) if ch not in self._ids)
+            raise DataError(
+                f"text has {len(unknown)} character(s) outside the saved vocabulary of "
+                f"{self.vocab_size}: {''.join(unknown)[:20]!r} (first at position {first}). Use only "
+                f"characters from the vocabulary {self.chars[:80]!r}, or use the byte-level tokenizer."
+            ) from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "chars": self.chars}
+
+
+class ByteTokenizer:
+    """UTF-8 bytes, vocabulary 256: never meets an unknown character."""
+    kind = "byte"
+    vocab_size = 256
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+
+    def decode(self, ids) -> str:
+        return bytes(np.asarray(ids, dtype=np.uint8).reshape(-1).tolist()).decode("utf-8", errors="replace")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+def tokenizer_from_dict(d: dict):
+    kind = d.get("kind")
+    if kind == "char":
+        return CharTokenizer(d["chars"])
+    if kind == "byte":
+        return ByteTokenizer()
+    raise DataError(f"unknown tokenizer kind {kind!r}; known: 'char', 'byte'.")
+
+
+def save_tokenizer(tok, path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(tok.to_dict(), ensure_ascii=False))
+    return path
+
+
+def load_tokenizer(path):
+    try:
+        return tokenizer_from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"cannot read tokenizer vocabulary {path}: {e}.") from None
+
+
+# --- the synthetic corpus -----------------------------------------------------------------
+class MarkovSource:
+    """A seeded order-k character Markov chain over a K-letter alphabet.
+
+    Each k-letter context has a next-letter distribution drawn from Dirichlet(alpha).
+    Its entropy rate h = sum_s pi(s) H(P(.|s)) (nats per character) is computed exactly
+    from the stationary distribution pi, and so is the best possible mean loss over a
+    block of T positions, where the first k positions see less than k letters of context.
+    """
+
+    def __init__(self, alphabet_size: int = 8, order: int = 2, alpha: float = 0.1, seed: int = 1234):
+        if not 2 <= alphabet_size <= 26 or order < 1:
+            raise DataError("MarkovSource needs 2 <= alphabet_size <= 26 and order >= 1.")
+        self.alphabet = "abcdefghijklmnopqrstuvwxyz"[:alphabet_size]
+        self.K, self.k, self.alpha, self.seed = alphabet_size, order, alpha, seed
+        rng = np.random.default_rng(seed)
+        self.P = rng.dirichlet(np.full(self.K, alpha), size=self.K ** order)  # (K^k, K)
+        self.pi = self._stationary()  # (K^k,), state s = x_1 * K^(k-1) + ... + x_k
+
+    def _stationary(self) -> np.ndarray:
+        n, K = self.K ** self.k, self.K
+        T = np.zeros((n, n))
+        for s in range(n):
+            T[s, (s * K) % n + np.arange(K)] = self.P[s]  # s -> (s[1:], c)
+        pi = np.full(n, 1.0 / n)
+        for _ in range(100000):
+            nxt = pi @ T
+            if np.abs(nxt - pi).max() < 1e-15:
+                break
+            pi = nxt
+        return nxt / nxt.sum()
+
+    @staticmethod
+    def _entropy(p) -> float:
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum())
+
+    @property
+    def entropy_rate(self) -> float:
+        """h, nats per character."""
+        return float(sum(self.pi[s] * self._entropy(self.P[s]) for s in range(len(self.pi))))
+
+    def position_entropies(self, T: int) -> np.ndarray:
+        """H(X_t | X_0..X_{t-1}) for t = 1..T: the targets of a T-token block, the chain
+        started in its stationary law (target t sees t letters of context)."""
+        joint = self.pi.reshape((self.K,) * self.k)  # law of k consecutive letters
+        laws = [self._entropy(joint.sum(axis=tuple(range(t, self.k)))) for t in range(1, self.k + 1)]
+        out = [laws[t] - laws[t - 1] for t in range(1, min(T + 1, self.k))]
+        out += [self.entropy_rate] * (T - len(out))
+        return np.array(out)
+
+    def block_floor(self, T: int) -> float:
+        """The least achievable mean cross-entropy over T-token training blocks."""
+        return float(self.position_entropies(T).mean())
+
+    def oracle_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean cross-entropy of the true source on batches (x, y) of letter ids: what a
+        perfect model scores on exactly these tokens (first k positions use less context)."""
+        K, k = self.K, self.k
+        joint = self.pi.reshape((K,) * k)
+        seq = np.concatenate([x, y[:, -1:]], axis=1)  # (B, T+1)
+        total = 0.0
+        for t in range(1, seq.shape[1]):
+            if t >= k:
+                s = np.zeros(len(seq), dtype=np.int64)
+                for j in range(k):
+                    s = s * K + seq[:, t - k + j]
+                p = self.P[s, seq[:, t]]
+            else:  # P(x_t | x_0..x_{t-1}) from the stationary law of the first t+1 letters
+                marg = joint.sum(axis=tuple(range(t + 1, k))) if t + 1 < k else joint
+                num = marg[tuple(seq[:, j] for j in range(t + 1))]
+                den = marg.sum(axis=-1)[tuple(seq[:, j] for j in range(t))]
+                p = num / den
+            total += float(-np.log(p).sum())
+        return total / y.size
+
+    def sample(self, n: int, seed: int | None = None) -> str:
+        rng = np.random.default_rng(self.seed + 1 if seed is None else seed)
+        n_states, K = len(self.pi), self.K
+        cdf = np.cumsum(self.P, axis=1).tolist()
+        s = int(rng.choice(n_states, p=self.pi))
+        letters = [s // K ** (self.k - 1 - j) % K for j in range(self.k)]
+        u = rng.random(n).tolist()
+        for i in range(n - self.k):
+            c = min(bisect.bisect_right(cdf[s], u[i]), K - 1)
+            letters.append(c)
+            s = (s * K) % n_states + c
+        return "".join(self.alphabet[c] for c in letters[:n])
+
+
+# --- corpora ------------------------------------------------------------------------------
+@dataclass
+class Corpus:
+    name: str
+    text: str
+    tokenizer: object
+    train: np.ndarray  # token ids
+    val: np.ndarray
+    source: MarkovSource | None = field(default=None, repr=False)
+
+    def block_floor(self, T: int) -> float | None:
+        """Exact loss floor for T-token blocks (synthetic corpus only)."""
+        return None if self.source is None else self.source.block_floor(T)
+
+    def describe(self) -> dict:
+        d = {"name": self.name, "chars": len(self.text), "train_tokens": int(self.train.size),
+             "val_tokens": int(self.val.size), "tokenizer": self.tokenizer.to_dict()}
+        if self.source is not None:
+            d.update(entropy_rate=self.source.entropy_rate, markov_order=self.source.k,
+                     alphabet_size=self.source.K, alpha=self.source.alpha, seed=self.source.seed)
+        return d
+
+
+def user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gptbench" / "data"
+
+
+def find_shakespeare() -> Path:
+    """$GPTBENCH_DATA_DIR, then the user cache. The error names every place looked."""
+    places = []
+    if os.environ.get(DATA_DIR_ENV):
+        places.append(Path(os.environ[DATA_DIR_ENV]) / SHAKESPEARE_FILE)
+    places.append(user_cache_dir() / SHAKESPEARE_FILE)
+    for p in places:
+        if p.is_file():
+            return p
+    looked = "; ".join(str(p) for p in places)
+    raise DataError(
+        f"Tiny Shakespeare not found. Looked in: {looked}"
+        f"{'' if os.environ.get(DATA_DIR_ENV) else f' ({DATA_DIR_ENV} is not set)'}. "
+        f"Get it with: mkdir -p {user_cache_dir()} && curl -L -o {user_cache_dir() / SHAKESPEARE_FILE} "
+        f"{SHAKESPEARE_URL} -- or set {DATA_DIR_ENV} to the folder holding {SHAKESPEARE_FILE}, "
+        "or pass --corpus PATH, or use --corpus synthetic (needs no file)."
+    )
+
+
+def load_corpus(corpus: str = "synthetic", tokenizer: str = "char", val_fraction: float = 0.1,
+                synthetic_chars: int = 200_000) -> Corpus:
+    """corpus: 'synthetic' (the embedded default), 'shakespeare', or a path to a text file."""
+    source = None
+    if corpus == "synthetic":
+        source = MarkovSource()
+        text, name = source.sample(synthetic_chars), "synthetic"
+        tok = CharTokenizer(source.alphabet) if tokenizer == "char" else ByteTokenizer()
+    else:
+        path = find_shakespeare() if corpus == "shakespeare" else Path(corpus)
+        if not path.is_file():
+            raise DataError(f"corpus file {path} does not exist. Pass an existing text file, "
+                            "'shakespeare' (looked up in the data directory) or 'synthetic'.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"corpus file {path} is not UTF-8 text ({e}).") from None
+        name = "shakespeare" if corpus == "shakespeare" else path.name
+        if tokenizer not in ("char", "byte"):
+            raise DataError(f"unknown tokenizer {tokenizer!r}; choose 'char' or 'byte'.")
+        tok = CharTokenizer.from_text(text) if tokenizer == "char" else ByteTokenizer()
+    ids = tok.encode(text)
+    n_val = int(len(ids) * val_fraction)
+    if len(ids) - n_val < 2 or n_val < 2:
+        raise DataError(f"corpus {name} has only {len(ids)} tokens: too short to split into train and val.")
+    return Corpus(name, text, tok, ids[:-n_val], ids[-n_val:], source)
+
+
+def check_vocab(corpus: Corpus, vocab_size: int, spec_name: str) -> None:
+    if corpus.tokenizer.vocab_size > vocab_size:
+        raise DataError(
+            f"corpus {corpus.name} needs a vocabulary of {corpus.tokenizer.vocab_size} tokens "
+            f"({corpus.tokenizer.kind}-level) but spec '{spec_name}' has vocab_size {vocab_size}. "
+            "Use a spec with a larger vocab_size, or the char-level tokenizer."
+        )
+
+
+class BatchSampler:
+    """Seeded random windows of a token array: x = data[o:o+T], y = data[o+1:o+T+1]."""
+
+    def __init__(self, data: np.ndarray, batch_size: int, block_size: int, seed: int = 0):
+        if len(data) <= block_size + 1:
+            raise DataError(f"data of {len(data)} tokens is too short for blocks of {block_size}.")
+        self.data, self.B, self.T = data, batch_size, block_size
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        offsets = self.rng.integers(0, len(self.data) - self.T - 1, size=self.B)
+        window = offsets[:, None] + np.arange(self.T + 1)  # (B, T+1)
+        chunk = self.data[window]
+        return np.ascontiguousarray(chunk[:, :-1]), np.ascontiguousarray(chunk[:, 1:])

@@ -1,0 +1,180 @@
+"""Canonical weights: a flat dict of NumPy arrays with nanoGPT names, torch (out, in) layout.
+
+init_params draws each tensor from its own stream (seed, crc32(name)), so the numbers of a
+tensor depend only on the seed, its name and its shape: identical on every machine and
+backend. Files are safetensors with the spec (and optionally the tokenizer) in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from suite.errors import WeightsError
+from suite.spec import GPTSpec
+
+INIT_STD = 0.02
+
+
+def init_params(spec: GPTSpec, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+    """nanoGPT init: normal(0, 0.02); residual projections (c_proj) 0.02/sqrt(2·n_layer);
+    biases 0; LayerNorm weight 1."""
+    params = {}
+    resid_std = INIT_STD / math.sqrt(2 * spec.n_layer)
+    for name, shape in spec.param_shapes().items():
+        if name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name == "ln_f.weight":
+            arr = np.ones(shape)
+        elif name.endswith(".bias"):
+            arr = np.zeros(shape)
+        else:
+            std = resid_std if name.endswith("c_proj.weight") else INIT_STD
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            arr = rng.standard_normal(shape) * std
+        params[name] = np.ascontiguousarray(arr, dtype=dtype)
+    return params
+
+
+def check_params(params: dict[str, np.ndarray], spec: GPTSpec, source: str = "weights") -> None:
+    """Raise WeightsError naming every missing, unexpected or mis-shaped tensor."""
+    expected = spec.param_shapes()
+    missing = [n for n in expected if n not in params]
+    unexpected = [n for n in params if n not in expected]
+    wrong = [f"{n}: {tuple(params[n].shape)} (spec wants {expected[n]})"
+             for n in expected if n in params and tuple(params[n].shape) != expected[n]]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {_few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {_few(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) with the wrong shape: {_few(wrong)}")
+    if problems:
+        raise WeightsError(
+            f"{source} does not match spec '{spec.name}' ({spec.to_json()}): "
+            + "; ".join(problems)
+            + ". Pass the spec the weights were made with (it is stored in gptbench files), "
+            "or re-create the weights for this spec."
+        )
+    bad = [n for n, a in params.items() if not np.all(np.isfinite(a))]
+    if bad:
+        raise WeightsError(f"{source} holds non-finite values (NaN or inf) in {_few(bad)}.")
+
+
+def _few(items, n=4) -> str:
+    items = list(items)
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+# --- safetensors ------------------------------------------------------------------------
+def save_safetensors(path, params: dict[str, np.ndarray], spec: GPTSpec,
+                     extra_metadata: dict | None = None) -> Path:
+    from safetensors.numpy import save_file
+
+    check_params(params, spec, source="params to save")
+    metadata = {"format": "gptbench", "spec": spec.to_json()}
+    for key, value in (extra_metadata or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({n: np.ascontiguousarray(a) for n, a in params.items()}, str(path), metadata=metadata)
+    return path
+
+
+def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(params, metadata) as stored, without checking them against a spec."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
+            params = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file ({e}).") from None
+    return params, metadata
+
+
+def load_safetensors(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[str, np.ndarray]]:
+    """Load and check weights. With no spec given, the spec stored in the file is used."""
+    params, metadata = read_safetensors(path)
+    if spec is None:
+        if "spec" not in metadata:
+            raise WeightsError(f"{path} carries no gptbench spec in its metadata; pass --spec.")
+        spec = GPTSpec.from_dict(json.loads(metadata["spec"]))
+    check_params(params, spec, source=str(path))
+    return spec, params
+
+
+# --- nanoGPT checkpoints ----------------------------------------------------------------
+_NANOGPT_PREFIX = "transformer."
+
+
+def from_nanogpt_state_dict(state_dict: dict, spec: GPTSpec) -> dict[str, np.ndarray]:
+    """nanoGPT model state_dict (torch tensors or arrays) -> canonical params.
+
+    Drops the `_orig_mod.` prefix of compiled models and the causal-mask buffers
+    (`attn.bias`, 4-D). A checkpoint trained with bias=False gets zero biases: the same
+    function. lm_head.weight must equal wte (tied)."""
+    sd = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("_orig_mod.")
+        arr = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        if key.endswith(".attn.bias") and arr.ndim == 4:
+            continue  # the causal mask buffer, not a parameter
+        sd[key] = arr
+    lm_head = sd.pop("lm_head.weight", None)
+    params = {}
+    for key, arr in sd.items():
+        if not key.startswith(_NANOGPT_PREFIX):
+            raise WeightsError(f"nanoGPT state_dict key {key!r} is not under 'transformer.'.")
+        params[key[len(_NANOGPT_PREFIX):]] = arr
+    for name, shape in spec.param_shapes().items():
+        if name.endswith(".bias") and name not in params:
+            params[name] = np.zeros(shape, dtype=params["wte.weight"].dtype)
+    if lm_head is not None and not np.array_equal(lm_head, params.get("wte.weight")):
+        raise WeightsError("nanoGPT lm_head.weight differs from transformer.wte.weight: "
+                           "gptbench's spec ties them, so this checkpoint is a different model.")
+    check_params(params, spec, source="nanoGPT state_dict")
+    return params
+
+
+def to_nanogpt_state_dict(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sd = {_NANOGPT_PREFIX + name: arr for name, arr in params.items()}
+    sd["lm_head.weight"] = params["wte.weight"]
+    return sd
+
+
+def load_nanogpt_ckpt(path) -> tuple[GPTSpec, dict[str, np.ndarray]]:
+    """Read a nanoGPT ckpt.pt (needs torch): its model_args give the spec."""
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError("reading a nanoGPT ckpt.pt needs torch: pip install 'gptbench[torch]'.") from None
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist.")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
+        raise WeightsError(f"{path} is not a nanoGPT checkpoint (a dict with 'model' and 'model_args').")
+    args = ckpt["model_args"]
+    spec = GPTSpec(**{k: int(args[k]) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")},
+                   name=path.stem)
+    return spec, from_nanogpt_state_dict(ckpt["model"], spec)
+
+
+def save_nanogpt_ckpt(path, params: dict[str, np.ndarray], spec: GPTSpec) -> Path:
+    import torch
+
+    check_params(params, spec, source="params to convert")
+    model_args = {**{k: v for k, v in spec.to_dict().items() if k != "name"}, "bias": True, "dropout": 0.0}
+    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_nanogpt_state_dict(params).items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": sd, "model_args": model_args, "iter_num": 0, "best_val_loss": float("inf")}, str(path))
+    return path

@@ -1,0 +1,135 @@
+"""Training workload: N AdamW steps from canonical init on seeded batches.
+
+Every step's time and loss are kept; the first `warmup_steps` are excluded from the
+throughput figures (compilation, allocator warm-up). A non-finite loss stops training
+at once with status `diverged`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from suite.data import BatchSampler, Corpus, check_vocab
+from suite.optim import Schedule
+from suite.weights import init_params
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_warmup_steps: int = 10
+    seed: int = 0
+    eval_interval: int = 0  # 0: evaluate only at the end
+    eval_batches: int = 4
+    warmup_steps: int = 2  # steps excluded from timing
+    seq_len: int | None = None  # default: the spec's block_size
+
+    def schedule(self) -> Schedule:
+        return Schedule(lr=self.lr, warmup_steps=self.lr_warmup_steps, decay_steps=self.steps)
+
+
+# Per-preset defaults: (batch_size, lr). tiny reaches its entropy floor in a few hundred
+# steps at 1e-2; the larger ones follow nanoGPT's configs.
+PRESET_DEFAULTS = {
+    "tiny": (32, 1e-2),
+    "lumgpt": (8, 3e-3),
+    "proust": (16, 3e-3),
+    "shakespeare-char": (64, 1e-3),
+    "gpt2-124m": (8, 6e-4),
+}
+
+
+def config_for(spec_name: str, **overrides) -> TrainConfig:
+    """TrainConfig with the preset's batch size and lr unless overridden (None = default)."""
+    batch_size, lr = PRESET_DEFAULTS.get(spec_name, (8, 1e-3))
+    base = {"batch_size": batch_size, "lr": lr}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**base)
+
+
+def validation_batches(corpus: Corpus, cfg: TrainConfig, T: int) -> list:
+    """A fixed set of validation batches, the same for every backend and every call."""
+    sampler = BatchSampler(corpus.val, cfg.batch_size, T, seed=cfg.seed + 10_000)
+    return [sampler.next() for _ in range(cfg.eval_batches)]
+
+
+def evaluate(backend, batches) -> float:
+    return float(np.mean([backend.forward(x, y)[1] for x, y in batches]))
+
+
+def summarize_times(step_ms: list[float], tokens_per_step: int) -> dict:
+    if not step_ms:
+        return {}
+    ms = np.asarray(step_ms)
+    q1, med, q3 = np.percentile(ms, [25, 50, 75])
+    return {
+        "step_ms_median": float(med),
+        "step_ms_iqr": float(q3 - q1),
+        "tokens_per_s": tokens_per_step / (med / 1e3),
+        "tokens_per_s_q1": tokens_per_step / (q3 / 1e3),  # slow quartile
+        "tokens_per_s_q3": tokens_per_step / (q1 / 1e3),
+    }
+
+
+def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
+    """Train `backend` (already constructed) and return the record's metrics.
+
+    on_step(step, loss, step_ms) is called after every step (for progress display)."""
+    spec = backend.spec
+    T = cfg.seq_len or spec.block_size
+    check_vocab(corpus, spec.vocab_size, spec.name)
+    backend.load_state(init_params(spec, cfg.seed))
+    sampler = BatchSampler(corpus.train, cfg.batch_size, T, seed=cfg.seed)
+    schedule = cfg.schedule()
+    val_batches = validation_batches(corpus, cfg, T)
+    losses, step_ms, val = [], [], []
+    status = "ok"
+    for step in range(cfg.steps):
+        x, y = sampler.next()
+        lr = schedule.lr_at(step)
+        t0 = time.perf_counter()
+        loss = float(backend.train_step(x, y, lr))  # float() syncs the device
+        dt = (time.perf_counter() - t0) * 1e3
+        losses.append(loss)
+        step_ms.append(dt)
+        if on_step:
+            on_step(step, loss, dt)
+        if not math.isfinite(loss):
+            status = "diverged"
+            break
+        if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.steps:
+            val.append((step + 1, evaluate(backend, val_batches)))
+    if status == "ok":
+        val.append((len(losses), evaluate(backend, val_batches)))
+    tokens_per_step = cfg.batch_size * T
+    out = {
+        "status": status,
+        "config": asdict(cfg),
+        "seq_len": T,
+        "losses": losses,
+        "step_ms": step_ms,
+        "val_losses": val,
+        "final_loss": losses[-1] if losses else None,
+        "final_val_loss": val[-1][1] if val else None,
+        "tokens_per_step": tokens_per_step,
+        "flops_per_token": spec.flops_per_token(T),
+        **summarize_times(step_ms[cfg.warmup_steps:], tokens_per_step),
+    }
+    if status == "diverged":
+        out["reason"] = f"loss became {losses[-1]} at step {len(losses) - 1} (lr {schedule.lr_at(len(losses) - 1):.3g})"
+    floor = corpus.block_floor(T)
+    if floor is not None:
+        out["entropy_floor"] = floor  # expected loss of the true source on T-token blocks
+        # the true source scored on exactly the validation tokens: a low-noise yardstick
+        out["oracle_val_loss"] = float(np.mean([corpus.source.oracle_loss(x, y) for x, y in val_batches]))
+        if out["final_val_loss"] is not None:
+            out["floor_gap"] = out["final_val_loss"] - floor
+    if "tokens_per_s" in out:
+        out["model_flops_per_s"] = out["tokens_per_s"] * out["flops_per_token"]
+    return out
