@@ -22,10 +22,10 @@ def _set_threads(n: int | None) -> None:
             os.environ[var] = str(n)
 
 
-def _spec(name: str):
-    from suite.spec import preset
+def _spec(arg: str):
+    from suite.spec import resolve_spec
 
-    return preset(name)
+    return resolve_spec(arg)
 
 
 def _console():
@@ -175,15 +175,16 @@ def cmd_generate(args) -> int:
         spec = _spec(args.spec or "tiny")
         params = init_params(spec, args.seed)
         tok = load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
-        print("note: no --weights given: sampling from untrained weights (init seed "
-              f"{args.seed})", file=sys.stderr)
     if tok.vocab_size > spec.vocab_size:
         raise GptbenchError(f"tokenizer has {tok.vocab_size} tokens but spec vocab_size is {spec.vocab_size}.")
-    model = _build_backend(args, spec)
-    model.load_state(params)
     prompt = tok.encode(args.prompt)
     if prompt.size == 0:
         raise GptbenchError("--prompt is empty: give at least one character to start from.")
+    model = _build_backend(args, spec)
+    model.load_state(params)
+    if not args.weights:
+        print(f"note: no --weights given: sampling from untrained weights (init seed {args.seed})",
+              file=sys.stderr)
     out = model.generate(prompt[None, :], args.max_new_tokens, temperature=args.temperature,
                          top_k=args.top_k, seed=args.seed)
     text = tok.decode(out[0])
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a spec with one backend and report loss and speed")
     s.add_argument("--backend", default="numpy")
-    s.add_argument("--spec", default="tiny")
+    s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
     s.add_argument("--steps", type=int, default=400)
     s.add_argument("--batch-size", type=int, default=None, help="default: the preset's")

@@ -60,7 +60,7 @@ def validation_batches(corpus: Corpus, cfg: TrainConfig, T: int) -> list:
 
 
 def evaluate(backend, batches) -> float:
-    return float(np.mean([backend.forward(x, y)[1] for x, y in batches]))
+    return float(np.mean([backend.loss(x, y) for x, y in batches]))
 
 
 def summarize_times(step_ms: list[float], tokens_per_step: int) -> dict:
