@@ -31,6 +31,23 @@ BLOCK_BYTES = 256 * 1024
 _pool: ThreadPoolExecutor | None = None
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed activation buffers (up to 32 MB each) in the heap rather
+    than unmapping them: otherwise every step page-faults its activations in afresh, which
+    costs ~8% of a shakespeare-char step. The peak RSS is unchanged."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:  # not glibc (musl): nothing to tune
+            return
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
 def by_rows(fn, n_rows: int, row_bytes: int) -> None:
     """Call fn(rows: slice) over blocks of rows covering range(n_rows)."""
     step = max(1, BLOCK_BYTES // max(1, row_bytes))
@@ -177,7 +194,7 @@ def split_heads(qkv, n_head):
 
 def merge_heads(y):
     B, NH, T, HS = y.shape
-    return y.transpose(0, 2, 1, 3).reshape(B, T, NH * HS)  # (B, T, C)
+    return y.transpose(0, 2, 1, 3).reshape(B, T, NH * HS)  # (B, T, C), a copy
 
 
 # --- GELU, tanh approximation -------------------------------------------------------------
@@ -258,6 +275,7 @@ class NumpyBackend(Backend):
         if reason:
             raise ValueError(reason)
         self.np_dtype = np.dtype(dtype)
+        keep_freed_memory()
         self.params: dict[str, np.ndarray] = {}
         self._caches = None
 
@@ -341,7 +359,9 @@ class NumpyBackend(Backend):
             dy, grads[p + "attn.c_proj.weight"], grads[p + "attn.c_proj.bias"] = linear_backward(dx, c4)
             B, T, C = dy.shape
             dq, dk, dv = attention_backward(dy.reshape(B, T, self.spec.n_head, -1).transpose(0, 2, 1, 3), c3)
-            dqkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(B, T, 3 * C)
+            dqkv = np.empty((B, T, 3 * C), dtype=dy.dtype)
+            for j, d in enumerate((dq, dk, dv)):  # undo split_heads: one copy each
+                dqkv[:, :, j * C:(j + 1) * C] = merge_heads(d)
             dh, grads[p + "attn.c_attn.weight"], grads[p + "attn.c_attn.bias"] = linear_backward(dqkv, c2)
             dln, grads[p + "ln_1.weight"], grads[p + "ln_1.bias"] = layernorm_backward(dh, c1)
             dx = dx + dln
