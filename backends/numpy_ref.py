@@ -29,6 +29,7 @@ GELU_C = math.sqrt(2.0 / math.pi)
 # Every row's arithmetic is unchanged, so results do not depend on the blocking.
 BLOCK_BYTES = 256 * 1024
 _pool: ThreadPoolExecutor | None = None
+_blas = None  # threadpoolctl controller, made on first use
 
 
 def keep_freed_memory() -> None:
@@ -48,8 +49,9 @@ def keep_freed_memory() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
 
 
-def by_rows(fn, n_rows: int, row_bytes: int) -> None:
-    """Call fn(rows: slice) over blocks of rows covering range(n_rows)."""
+def by_rows(fn, n_rows: int, row_bytes: int, blas_threads: int | None = None) -> None:
+    """Call fn(rows: slice) over blocks of rows covering range(n_rows). blas_threads
+    limits BLAS inside the blocks when they run in parallel."""
     step = max(1, BLOCK_BYTES // max(1, row_bytes))
     blocks = [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
     threads = min(len(blocks), int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
@@ -57,11 +59,20 @@ def by_rows(fn, n_rows: int, row_bytes: int) -> None:
         for rows in blocks:
             fn(rows)
         return
-    global _pool
+    global _pool, _blas
     if _pool is None or _pool._max_workers != threads:
         _pool = ThreadPoolExecutor(threads, thread_name_prefix="numpy_ref")
-    for _ in _pool.map(fn, blocks):  # re-raises a block's exception here
-        pass
+    if blas_threads is None:
+        for _ in _pool.map(fn, blocks):  # re-raises a block's exception here
+            pass
+        return
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=blas_threads, user_api="blas"):
+        for _ in _pool.map(fn, blocks):
+            pass
 
 
 # --- embeddings ---------------------------------------------------------------------------
@@ -140,26 +151,59 @@ def linear_backward(dout, cache):
 
 
 # --- causal self-attention ----------------------------------------------------------------
+# Attention runs one block of (batch, head) matrices at a time, whole: scores, softmax and
+# values while the block's T x T scores are still in cache. Blocks run on the thread pool
+# with BLAS held to one thread, so the small per-head GEMMs do not oversubscribe the cores.
 def attention_forward(q, k, v):
     """q (B, NH, Tq, HS); k, v (B, NH, Tk, HS) with Tk >= Tq: the queries are the last Tq
     positions, query i sees keys j <= Tk - Tq + i. Scale 1/sqrt(HS)."""
-    Tq, Tk, HS = q.shape[2], k.shape[2], q.shape[3]
+    B, NH, Tq, HS = q.shape
+    Tk = k.shape[2]
     scale = 1.0 / math.sqrt(HS)
-    att = (q * scale) @ k.transpose(0, 1, 3, 2)  # (B, NH, Tq, Tk); scaling q is Tk/HS x cheaper
-    mask = _causal_mask(Tq, Tk, att.dtype) if Tq > 1 else None
-    att3 = att.reshape(-1, Tq, Tk)  # one (Tq, Tk) matrix per (batch, head)
+    q3, k3, v3 = _flat(q), _flat(k), _flat(v)  # (B*NH, T, HS)
+    att = np.empty((B * NH, Tq, Tk), dtype=q.dtype)
+    y = np.empty((B * NH, Tq, HS), dtype=q.dtype)
+    mask = _causal_mask(Tq, Tk, q.dtype) if Tq > 1 else None
 
-    def softmax(r):
-        a = att3[r]
+    def block(r):
+        a = att[r]
+        np.matmul(q3[r] * scale, k3[r].transpose(0, 2, 1), out=a)  # scaling q is Tk/HS x cheaper
         if mask is not None:
             a += mask
         a -= a.max(axis=-1, keepdims=True)
         np.exp(a, out=a)
         a *= 1.0 / a.sum(axis=-1, keepdims=True)
+        np.matmul(a, v3[r], out=y[r])
 
-    by_rows(softmax, att3.shape[0], att3.strides[0])
-    y = att @ v  # (B, NH, Tq, HS)
-    return y, (q, k, v, att, scale)
+    by_rows(block, B * NH, att.strides[0], blas_threads=1)
+    return y.reshape(B, NH, Tq, HS), (q3, k3, v3, att, scale)
+
+
+def attention_backward(dy, cache):
+    q3, k3, v3, att, scale = cache
+    B, NH, Tq, HS = dy.shape
+    dy3 = _flat(dy)
+    dq, dk, dv = np.empty_like(q3), np.empty_like(k3), np.empty_like(v3)
+
+    def block(r):
+        a = att[r]
+        datt = dy3[r] @ v3[r].transpose(0, 2, 1)  # (n, Tq, Tk)
+        np.matmul(a.transpose(0, 2, 1), dy3[r], out=dv[r])
+        # softmax backward; masked entries have att == 0 and so get no gradient
+        datt -= np.einsum("ijk,ijk->ij", datt, a)[..., None]
+        datt *= a
+        datt *= scale
+        np.matmul(datt, k3[r], out=dq[r])
+        np.matmul(datt.transpose(0, 2, 1), q3[r], out=dk[r])
+
+    by_rows(block, B * NH, att.strides[0], blas_threads=1)
+    shape = (B, NH, -1, HS)
+    return dq.reshape(shape), dk.reshape(shape), dv.reshape(shape)
+
+
+def _flat(a):
+    """(B, NH, T, HS) -> (B*NH, T, HS), a view where the strides allow (KV-cache slices do)."""
+    return a.reshape(-1, *a.shape[2:])
 
 
 def _causal_mask(Tq, Tk, dtype):
@@ -167,29 +211,11 @@ def _causal_mask(Tq, Tk, dtype):
     return np.where(np.tri(Tq, Tk, k=Tk - Tq, dtype=bool), 0.0, -np.inf).astype(dtype)
 
 
-def attention_backward(dy, cache):
-    q, k, v, att, scale = cache
-    datt = dy @ v.transpose(0, 1, 3, 2)  # (B, NH, Tq, Tk)
-    dv = att.transpose(0, 1, 3, 2) @ dy
-    d3, a3 = datt.reshape(-1, *datt.shape[2:]), att.reshape(-1, *att.shape[2:])
-
-    def softmax_backward(r):  # masked entries have att == 0 and so get no gradient
-        d, a = d3[r], a3[r]
-        d -= np.einsum("ijk,ijk->ij", d, a)[..., None]
-        d *= a
-        d *= scale
-
-    by_rows(softmax_backward, d3.shape[0], d3.strides[0])
-    dq = datt @ k
-    dk = datt.transpose(0, 1, 3, 2) @ q
-    return dq, dk, dv
-
-
 def split_heads(qkv, n_head):
     B, T, C3 = qkv.shape
     hs = C3 // 3 // n_head
-    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # 3 x (B, NH, T, HS)
-    return q, k, v
+    q, k, v = qkv.reshape(B, T, 3, n_head, hs).transpose(2, 0, 3, 1, 4)  # 3 x (B, NH, T, HS) views
+    return np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v)
 
 
 def merge_heads(y):
