@@ -113,14 +113,14 @@ def cmd_train(args) -> int:
                      eval_interval=args.eval_interval, eval_batches=args.eval_batches,
                      lr_warmup_steps=min(args.lr_warmup, args.steps))
     every = max(1, args.steps // 10)
-    lines = []
+    elapsed_ms = []
 
-    def on_step(step, loss, ms):
-        if step % every == 0 or step == args.steps - 1:
-            line = f"step {step:5d}  loss {loss:.4f}  {ms:8.1f} ms"
-            lines.append(line)
-            if not args.json:
-                print(line, flush=True)
+    def on_step(step, loss, ms):  # the loss curve, with an ETA from the median step so far
+        elapsed_ms.append(ms)
+        if not args.json and (step % every == 0 or step == args.steps - 1):
+            eta_s = sorted(elapsed_ms)[len(elapsed_ms) // 2] * (args.steps - step - 1) / 1e3
+            print(f"step {step:5d}/{args.steps}  loss {loss:.4f}  {ms:8.1f} ms  ETA {eta_s:6.0f} s",
+                  file=sys.stderr, flush=True)
 
     metrics = train(model, corpus, cfg, on_step=on_step)
     record = {"workload": "train", "backend": args.backend, "device": args.device, "dtype": args.dtype,
