@@ -287,6 +287,36 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+# --- gptbench run / cluster sim -------------------------------------------------------------
+def cmd_run(args) -> int:
+    from suite.run_cmd import run
+
+    return run(args.matrix, args.address, args.out, args.resume)
+
+
+def cmd_sim(args) -> int:
+    from suite import sim
+
+    if args.action == "up":
+        state = sim.up(args.dir, dashboard=args.dashboard)
+    elif args.action == "down":
+        pids = sim.down(args.dir)
+        print(f"stopped {len(pids)} process(es) of the simulated pool in {args.dir}" if pids else
+              f"no simulated pool recorded in {args.dir}")
+        return 0
+    else:
+        state = sim.status(args.dir)
+        if state is None:
+            print(f"no simulated pool recorded in {args.dir}")
+            return 1
+    for node in state["nodes"]:
+        print(f"{node['name']:8s} pid {node['pid']}" + ("" if node.get("running", True) else "  (not running)"))
+    exports = " ".join(f"{k}={v}" for k, v in sim.client_env(state).items())
+    print(f"address {state['address']}" + (f"  dashboard {state['dashboard_url']}" if state["dashboard_url"] else ""))
+    print(f"to use it: export {exports}; gptbench run MATRIX --address auto")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from suite import __version__
@@ -370,6 +400,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("run", help="run a matrix of cells on a Ray pool into a run directory, then report")
+    s.add_argument("matrix", nargs="?", default=None, help="a matrix YAML file (default: the embedded default)")
+    s.add_argument("--address", default=None,
+                   help="the Ray pool: 'auto' (RAY_ADDRESS or the local head), IP:PORT, ray://...; "
+                        "default: start a local one-node Ray")
+    s.add_argument("--out", default=None, help="new run directory (default: runs/<UTC time>-<matrix name>)")
+    s.add_argument("--resume", default=None, metavar="RUN_DIR", help="run only the cells RUN_DIR has no record of")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("cluster", help="the simulated pool: several Ray nodes with host-class labels on this machine")
+    s.add_argument("sim", choices=["sim"])
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
+    s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
+    s.set_defaults(func=cmd_sim)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
     s.add_argument("input")

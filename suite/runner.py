@@ -118,6 +118,15 @@ def _died_without_record(status: int, killed_for, budget_mb, timeout_s, peak_mb)
     return {"status": "crash", "reason": f"exited with code {os.WEXITSTATUS(status)} without writing a record"}
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when its spawner dies (a Ray worker killed by
+    `ray job stop`, a cancel or a lost driver), so no cell outlives its supervisor. Linux only."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def _child_env(threads: int, extra: dict | None) -> dict:
     child = {**os.environ, **(extra or {})}
     for var in THREAD_ENV:
@@ -158,7 +167,7 @@ def run_cell(cell: Cell, budget_mb: float | None = None, timeout_s: float | None
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
                                     stdout=out, stderr=err, env=_child_env(threads, extra_env),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
             status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, budget_mb, timeout_s, poll_s)
         record["wall_s"] = time.perf_counter() - t0
         record["ended"] = _now()

@@ -16,7 +16,7 @@ import importlib
 from suite.errors import GptbenchError
 
 # generic options the cell runner handles; the rest belong to the workload
-RUNNER_OPTIONS = ("threads", "gate")
+RUNNER_OPTIONS = ("threads", "gate", "repeat")  # repeat: the matrix's repeat index, part of the cell id
 
 
 class Unavailable(Exception):

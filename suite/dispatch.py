@@ -1,0 +1,305 @@
+"""Run a matrix's cells as Ray tasks across a heterogeneous pool, one record per cell.
+
+Each cell is a Ray task that calls suite.runner.run_cell (the cell itself runs in a fresh
+child process there). A task is placed by its host class: Ray node labels (label_selector)
+and numeric custom resources, plus one `bench_slot`, which every gptbench host advertises
+once, so two timed cells never share a machine. Before anything is submitted, a pre-flight
+against the live pool (ray.nodes()) and the cell's memory estimate turns what no node can
+run into a `no_host` record: Ray would queue an infeasible task forever, silently.
+
+Failures end in records, never in a hang: tasks have max_retries=0 (a task killed for
+memory would otherwise be retried blindly); a node lost under a task is retried on
+another node of its class up to LOST_NODE_RETRIES times, then recorded as `crash`; every
+wait is bounded (a task with no result by its deadline is cancelled and `timeout`).
+The driver appends each record to the run directory as it arrives (suite/store.py), so
+Ctrl-C, `ray job stop` or a killed driver lose no finished cell; `--resume` runs the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+import ray
+
+from suite import memory
+from suite.cell import Cell
+from suite.matrix import HostClass, Matrix
+from suite.runner import SCHEMA_VERSION, _now
+from suite.task import SLOT, cell_task
+
+LOST_NODE_RETRIES = 1
+# a task gets its cell's timeout plus this for worker start, imports and first-use
+# calibration on its host, plus one more cell timeout for waiting behind a cell of an
+# overlapping host class on the same slot
+START_GRACE_S = 120.0
+WAIT_S = 0.5            # the driver loop's tick: ray.wait never blocks longer
+CANCEL_GRACE_S = 5.0    # after a polite cancel, before force
+LOST = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError",
+        "OwnerDiedError", "RaySystemError", "ActorDiedError")
+
+
+# --- the pool -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    ip: str
+    labels: dict
+    resources: dict
+
+    def describe(self) -> str:
+        labels = {k: v for k, v in self.labels.items() if not k.startswith("ray.io/")}
+        res = {k: v for k, v in self.resources.items()
+               if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
+        return f"{self.ip} {self.node_id[:8]} labels {labels} resources {res}"
+
+
+def live_nodes() -> list[Node]:
+    return [Node(n["NodeID"], n["NodeManagerAddress"], dict(n.get("Labels") or {}), dict(n["Resources"]))
+            for n in ray.nodes() if n["Alive"]]
+
+
+def requirements(hc: HostClass) -> tuple[dict, dict]:
+    """(labels, resources) a node must have to run a cell of this class."""
+    res = {SLOT: 1.0, **hc.resources}
+    if hc.device.startswith("cuda"):
+        res.setdefault("GPU", 1.0)
+    return dict(hc.labels), res
+
+
+def matching(hc: HostClass, nodes: list[Node]) -> list[Node]:
+    labels, res = requirements(hc)
+    return [n for n in nodes if all(n.labels.get(k) == v for k, v in labels.items())
+            and all(n.resources.get(k, 0) >= v for k, v in res.items())]
+
+
+def infeasible(cell: Cell, hc: HostClass, nodes: list[Node], estimate: dict) -> str | None:
+    """Why no node of the live pool can run the cell, or None when one can."""
+    est, gpu_est = estimate.get("memory_estimate_mb"), estimate.get("gpu_memory_estimate_mb")
+    if est and est > hc.budget_mb:
+        return (f"memory estimate {est:.0f} MB exceeds the budget of host class {cell.host_class!r} "
+                f"({hc.budget_mb:.0f} MB)")
+    if gpu_est and hc.gpu_budget_mb and gpu_est > hc.gpu_budget_mb:
+        return (f"GPU memory estimate {gpu_est:.0f} MB exceeds the GPU budget of host class "
+                f"{cell.host_class!r} ({hc.gpu_budget_mb:.0f} MB)")
+    if matching(hc, nodes):
+        return None
+    labels, res = requirements(hc)
+    unmet = [f"label {k}={v}" for k, v in labels.items() if not any(n.labels.get(k) == v for n in nodes)]
+    unmet += [f"resource {k}>={v:g}" for k, v in res.items() if not any(n.resources.get(k, 0) >= v for n in nodes)]
+    what = ("no live node has " + ", ".join(unmet)) if unmet else \
+        "no single live node has all of " + ", ".join([f"label {k}={v}" for k, v in labels.items()] +
+                                                      [f"resource {k}>={v:g}" for k, v in res.items()])
+    pool = "; ".join(n.describe() for n in nodes) or "none"
+    return f"host class {cell.host_class!r}: {what} (live pool: {pool})"
+
+
+# --- records the driver writes itself ------------------------------------------------------
+def driver_record(cell: Cell, cell_id: str, code_version: str, hc: HostClass, timeout_s: float, status: str,
+                  reason: str, estimate: dict | None = None, **extra) -> dict:
+    """The record of a cell that never ran to its end on a host (no_host, lost, stuck)."""
+    return {"schema_version": SCHEMA_VERSION, "cell_id": cell_id, **cell.to_dict(), "code_version": code_version,
+            "status": status, "reason": reason, "traceback": None, "metrics": {},
+            "budget_mb": hc.budget_mb, "gpu_budget_mb": hc.gpu_budget_mb, "timeout_s": timeout_s,
+            **(estimate or memory.estimate_fields(cell)), "peak_rss_mb": None, "host_fingerprint": None,
+            "host": None, "started": None, "ended": _now(), "node_id": None, "node_ip": None, **extra}
+
+
+# --- the driver loop ----------------------------------------------------------------------
+@dataclass
+class _Todo:
+    cell: Cell
+    cell_id: str
+    hc: HostClass
+    attempts: int = 0
+
+
+@dataclass
+class _Flight:
+    todo: _Todo
+    submitted: float
+    deadline: float
+
+
+@dataclass
+class Outcome:
+    total: int
+    written: int = 0
+    skipped: int = 0          # had a record already (resume)
+    interrupted: bool = False
+    statuses: dict = field(default_factory=dict)
+    dispatch_s: list = field(default_factory=list)
+
+
+def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=print) -> Outcome:
+    """Run every cell of `matrix` that `store` has no record of; append each record as it
+    comes. progress: a callable(done, total) (the CLI's bar). Returns counts; on Ctrl-C or
+    SIGTERM (ray job stop) cancels what runs and returns with interrupted=True."""
+    cells = matrix.cells()
+    done = store.done_ids()
+    out = Outcome(total=len(cells))
+    todos = []
+    for cell, hc in cells:
+        cid = cell.cell_id(code_version)
+        if cid in done:
+            out.skipped += 1
+        else:
+            todos.append(_Todo(cell, cid, hc))
+    finished = out.skipped
+
+    def write(record: dict) -> None:
+        nonlocal finished
+        store.append(record)
+        finished += 1
+        out.written += 1
+        out.statuses[record["status"]] = out.statuses.get(record["status"], 0) + 1
+        if record.get("dispatch_s") is not None:
+            out.dispatch_s.append(record["dispatch_s"])
+        log(_line(record, finished, out.total))
+        if progress:
+            progress(finished, out.total)
+
+    if progress:
+        progress(finished, out.total)
+    nodes = live_nodes()
+    pending: list[_Todo] = []
+    for t in todos:  # pre-flight: infeasible cells are recorded now, never submitted
+        estimate = memory.estimate_fields(t.cell)
+        reason = infeasible(t.cell, t.hc, nodes, estimate)
+        if reason:
+            write(driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s,
+                                "no_host", reason, estimate))
+        else:
+            pending.append(t)
+
+    flights: dict = {}
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # `ray job stop` sends SIGTERM
+    try:
+        while pending or flights:
+            _submit(pending, flights, nodes, matrix, code_version)
+            ready, _ = ray.wait(list(flights), num_returns=1, timeout=WAIT_S)
+            for ref in ready:
+                record = _collect(ref, flights.pop(ref), pending, matrix, code_version)
+                if record:
+                    write(record)
+            now = time.monotonic()
+            for ref, f in list(flights.items()):
+                if now > f.deadline:  # bounded wait: a stuck task ends as a record, not a hang
+                    ray.cancel(ref, force=True)
+                    del flights[ref]
+                    write(driver_record(f.todo.cell, f.todo.cell_id, code_version, f.todo.hc, matrix.timeout_s,
+                                        "timeout", f"dispatch: no result within {f.deadline - f.submitted:.0f} s "
+                                        "of submission (task stuck or queued); cancelled"))
+            if pending and not flights:
+                nodes = _refresh_or_fail(pending, matrix, code_version, write)
+    except KeyboardInterrupt:
+        out.interrupted = True
+        _cancel_all(flights)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return out
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _slots(nodes: list[Node]) -> int:
+    return int(sum(n.resources.get(SLOT, 0) for n in nodes))
+
+
+def _submit(pending: list, flights: dict, nodes: list[Node], matrix: Matrix, code_version: str) -> None:
+    """Submit while there are free slots: per host class no more than its nodes' slots, in
+    all no more than the pool's, so a submitted task starts at once and its deadline holds."""
+    busy: dict[int, int] = {}
+    for f in flights.values():
+        busy[id(f.todo.hc)] = busy.get(id(f.todo.hc), 0) + 1
+    for t in list(pending):
+        if len(flights) >= _slots(nodes):
+            return
+        if busy.get(id(t.hc), 0) >= _slots(matching(t.hc, nodes)):
+            continue
+        labels, res = requirements(t.hc)
+        opts = {"resources": {k: v for k, v in res.items() if k != "GPU"}, "num_gpus": res.get("GPU", 0)}
+        if labels:
+            opts["label_selector"] = labels
+        ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version, t.hc.budget_mb,
+                                                t.hc.gpu_budget_mb, matrix.timeout_s, t.hc.threads)
+        now = time.monotonic()
+        t.attempts += 1
+        flights[ref] = _Flight(t, now, now + 2 * matrix.timeout_s + START_GRACE_S)
+        busy[id(t.hc)] = busy.get(id(t.hc), 0) + 1
+        pending.remove(t)
+
+
+def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) -> dict | None:
+    """The record of a finished task; None when its cell went back to pending (lost node)."""
+    t = f.todo
+    roundtrip_s = time.monotonic() - f.submitted
+    try:
+        record = ray.get(ref, timeout=WAIT_S)
+    except Exception as e:  # noqa: BLE001 -- every way a task can fail ends in a record
+        kind = type(e).__name__
+        if kind == "OutOfMemoryError":  # Ray's memory monitor killed the worker: never retried blindly
+            return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "oom",
+                                 f"Ray's memory monitor killed the task's worker: {e}", attempts=t.attempts)
+        if kind in LOST or any(k in kind for k in LOST):
+            if t.attempts <= LOST_NODE_RETRIES:
+                pending.insert(0, t)
+                return None
+            return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "crash",
+                                 f"lost its node or worker {t.attempts} time(s) ({kind}); not retried again",
+                                 traceback=str(e)[-4000:], attempts=t.attempts)
+        return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "crash",
+                             f"the Ray task failed: {kind}", traceback=str(e)[-4000:], attempts=t.attempts)
+    # Ray's and the child's overhead: everything but the workload itself
+    record.update(roundtrip_s=roundtrip_s, dispatch_s=roundtrip_s - (record.get("workload_s") or 0.0),
+                  attempts=t.attempts)
+    return record
+
+
+def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write) -> list[Node]:
+    """Nothing runs but cells wait (a node was lost): re-check them against the pool now."""
+    nodes = live_nodes()
+    for t in list(pending):
+        reason = infeasible(t.cell, t.hc, nodes, memory.estimate_fields(t.cell))
+        if reason:
+            pending.remove(t)
+            write(driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "no_host",
+                                f"after losing a node: {reason}", attempts=t.attempts))
+    return nodes
+
+
+def _cancel_all(flights: dict) -> None:
+    """Polite cancel first (the task kills its cell's process group), then force."""
+    for ref in flights:
+        ray.cancel(ref)
+    if flights:
+        ray.wait(list(flights), num_returns=len(flights), timeout=CANCEL_GRACE_S)
+    for ref in flights:
+        ray.cancel(ref, force=True)
+
+
+def _line(r: dict, n: int, total: int) -> str:
+    spec = r["spec"].get("name", "?") if isinstance(r.get("spec"), dict) else r.get("spec")
+    where = r.get("node_ip") or "-"
+    tail = f"{r['dispatch_s']:.2f} s overhead" if r.get("dispatch_s") is not None else (r.get("reason") or "")
+    return f"[{n}/{total}] {r['backend']} {r['workload']} {spec} {r['dtype']} {r['host_class']} on {where}: " \
+           f"{r['status']}  {tail}"
+
+
+def connect(address: str | None, temp_dir: str | None = None) -> str:
+    """Join the pool at `address` ('auto', 'IP:port', 'ray://...'), or with None start a
+    local one-node Ray: this machine as one host with one bench_slot, labelled
+    gptbench/class=local. Returns a line saying which."""
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return f"joined the Ray pool at {address}: {len(live_nodes())} node(s)"
+    # address="local": never join another user's Ray that `ray start` left on this machine
+    ray.init(address="local", num_cpus=os.cpu_count(), resources={SLOT: 1}, labels={"gptbench/class": "local"},
+             include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
+             _temp_dir=temp_dir)
+    return f"started a local Ray on {socket.gethostname()} (one node, one bench_slot)"

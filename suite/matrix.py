@@ -1,0 +1,192 @@
+"""The matrix: which cells a run measures and which hosts may run them (docs/matrix.md).
+
+A YAML file, validated with pydantic; an error names the file, the field and what is
+allowed. Cells are the product backends x workloads x specs x dtypes x host classes x
+seeds x repeats, narrowed per workload (its own backends, e.g. attention providers) and
+per host class (the specs, backends and workloads it takes), minus `exclude` entries.
+With no file, the embedded default (default_matrix) runs on one CPU machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pkgutil
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import workloads
+from suite.cell import Cell
+from suite.errors import GptbenchError
+from suite.spec import resolve_spec
+
+DEFAULT_PATH = Path(__file__).with_name("default_matrix.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HostClass(_Strict):
+    """Which Ray nodes may run a cell, and what the cell may use there."""
+    labels: dict[str, str] = Field(default_factory=dict, description="Ray node labels a host must carry")
+    resources: dict[str, float] = Field(default_factory=dict,
+                                        description="custom resources a host must have, e.g. vram_gb: 12")
+    budget_mb: float = Field(gt=0, description="RAM for one cell's process tree on such a host")
+    gpu_budget_mb: float | None = Field(default=None, gt=0)
+    device: str = "cpu"
+    threads: int | None = Field(default=None, ge=1, description="BLAS/OpenMP/torch threads (default: all cores)")
+    specs: list[str] | None = None      # only these specs run here (default: the matrix's)
+    backends: list[str] | None = None   # only these backends
+    workloads: list[str] | None = None  # only these workloads
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"device {v!r}: allowed are 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+
+class WorkloadEntry(_Strict):
+    backends: list[str] | None = None  # default: the matrix's backends (attention: providers)
+    options: dict = Field(default_factory=dict)
+
+
+class Matrix(_Strict):
+    name: str = "matrix"
+    backends: list[str] = Field(min_length=1)
+    workloads: dict[str, WorkloadEntry]
+    specs: list[str] = Field(min_length=1, description="preset names or inline JSON specs")
+    dtypes: list[Literal["float32", "float64", "bfloat16", "float16"]] = ["float32"]
+    host_classes: dict[str, HostClass] = Field(min_length=1)
+    seeds: list[int] = [0]
+    repeats: int = Field(default=1, ge=1)
+    timeout_s: float = Field(default=600, gt=0)
+    exclude: list[dict[str, str]] = Field(default_factory=list,
+                                          description="partial cells (backend, workload, spec, dtype, host_class)")
+
+    @field_validator("workloads", mode="before")
+    @classmethod
+    def _workload_list(cls, v):
+        return {name: {} for name in v} if isinstance(v, list) else v  # [train, generate] shorthand
+
+    @field_validator("workloads")
+    @classmethod
+    def _known_workloads(cls, v: dict) -> dict:
+        unknown = sorted(set(v) - set(known_workloads()))
+        if unknown:
+            raise ValueError(f"unknown workload(s) {unknown}; allowed: {known_workloads()}")
+        return v
+
+    @field_validator("specs")
+    @classmethod
+    def _specs_resolve(cls, v: list[str]) -> list[str]:
+        for s in v:
+            resolve_spec(s)  # a SpecError names the presets
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        for name, hc in self.host_classes.items():
+            for s in hc.specs or []:
+                resolve_spec(s)
+            unknown = sorted(set(hc.workloads or []) - set(self.workloads))
+            if unknown:
+                raise ValueError(f"host_classes.{name}.workloads {unknown}: allowed are the matrix's "
+                                 f"workloads {sorted(self.workloads)}")
+        keys = {"backend", "workload", "spec", "dtype", "host_class"}
+        for i, ex in enumerate(self.exclude):
+            if set(ex) - keys:
+                raise ValueError(f"exclude[{i}] has {sorted(set(ex) - keys)}; allowed keys: {sorted(keys)}")
+        return self
+
+    # --- expansion ---------------------------------------------------------------------------
+    def cells(self) -> list[tuple[Cell, HostClass]]:
+        """Every cell of the matrix with the host class that runs it, in a stable order."""
+        out = []
+        for (hc_name, hc), (wl, entry), dtype, seed in itertools.product(
+                self.host_classes.items(), self.workloads.items(), self.dtypes, self.seeds):
+            if hc.workloads is not None and wl not in hc.workloads:
+                continue
+            backends = [b for b in (entry.backends or self.backends) if hc.backends is None or b in hc.backends]
+            for backend, spec in itertools.product(backends, hc.specs or self.specs):
+                if self._excluded(backend=backend, workload=wl, spec=spec, dtype=dtype, host_class=hc_name):
+                    continue
+                for r in range(self.repeats):
+                    options = dict(entry.options)
+                    if hc.threads:
+                        options.setdefault("threads", hc.threads)
+                    if self.repeats > 1:
+                        options["repeat"] = r  # repeats are distinct cells with distinct ids
+                    out.append((Cell.make(backend, wl, resolve_spec(spec), dtype=dtype, device=hc.device,
+                                          host_class=hc_name, seed=seed, options=options), hc))
+        return out
+
+    def _excluded(self, **cell) -> bool:
+        return any(all(cell[k] == v for k, v in ex.items()) for ex in self.exclude)
+
+
+def known_workloads() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(workloads.__path__) if m.name != "gradcheck")
+
+
+def parse(text: str, source: str) -> Matrix:
+    """A Matrix from YAML text; GptbenchError naming `source`, the field and what is allowed."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise GptbenchError(f"{source} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise GptbenchError(f"{source}: a matrix is a YAML mapping with backends, workloads, specs, "
+                            "host_classes, ...; got {type(data).__name__}.")
+    try:
+        return Matrix.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: invalid matrix:"]
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {field}: {_allowed(err)}")
+        raise GptbenchError("\n".join(lines)) from None
+    except GptbenchError as e:  # a bad spec, raised inside a validator
+        raise GptbenchError(f"{source}: {e}") from None
+
+
+def _allowed(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field; allowed: " + ", ".join(_fields_at(err["loc"]))
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The field names allowed where an unknown one was found."""
+    model: type[BaseModel] = Matrix
+    for part in loc[:-1]:
+        if part == "host_classes":
+            return list(HostClass.model_fields)
+        if part == "workloads":
+            return list(WorkloadEntry.model_fields)
+    return list(model.model_fields)
+
+
+def load(path) -> tuple[Matrix, str]:
+    """(matrix, its text as given) from a YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise GptbenchError(f"matrix file {p} does not exist.")
+    text = p.read_text()
+    return parse(text, str(p)), text
+
+
+def default_matrix() -> Matrix:
+    """The embedded default: every CPU backend and every workload this install has, on one
+    CPU machine with no GPU and no data file. Workloads not installed yet are left out."""
+    data = yaml.safe_load(DEFAULT_PATH.read_text())
+    present = set(known_workloads())
+    data["workloads"] = {k: v for k, v in data["workloads"].items() if k in present}
+    for hc in data["host_classes"].values():
+        if hc.get("workloads"):
+            hc["workloads"] = [w for w in hc["workloads"] if w in present]
+    return parse(yaml.safe_dump(data), "the embedded default matrix")

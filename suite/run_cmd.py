@@ -1,0 +1,115 @@
+"""`gptbench run`: a matrix through Ray into a run directory, then the report.
+
+Kept out of cli.py because it is the driver: it imports ray, pydantic and yaml, which the
+other commands (and the low-RAM box) never need.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from suite import env
+from suite.errors import GptbenchError
+from suite.store import RunStore, read_records
+
+
+def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None) -> int:
+    from suite import dispatch, matrix as M
+
+    code_version = env.code_version()
+    if resume:
+        if matrix_path:
+            raise GptbenchError("--resume runs the matrix recorded in the run directory; give no MATRIX with it.")
+        store = RunStore.open(resume)
+        info = store.run_info()
+        if info["code_version"] != code_version:
+            store.close()
+            raise GptbenchError(f"{resume} was measured with code {info['code_version']}, this is {code_version}: "
+                                "one run compares one version of the code. Check it out, or start a new run.")
+        mx = M.Matrix.model_validate(info["matrix"])
+    else:
+        mx, text = M.load(matrix_path) if matrix_path else (M.default_matrix(), None)
+        run_dir = Path(out or f"runs/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{mx.name}").resolve()
+        store = RunStore.create(run_dir, {"code_version": code_version, "matrix_source": matrix_path or "embedded default",
+                                          "matrix": mx.model_dump(mode="json")}, text)
+    import ray
+
+    temp_dir = None if address else tempfile.mkdtemp(prefix="gbr", dir="/tmp")  # short: unix socket paths
+    try:
+        with store:
+            print(dispatch.connect(address, temp_dir), file=sys.stderr)
+            outcome = _run_with_bar(mx, store, code_version)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    print(f"{outcome.written} record(s) written, {outcome.skipped} already there, of {outcome.total} cells: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())), file=sys.stderr)
+    if outcome.dispatch_s:
+        print(f"dispatch overhead per cell (Ray + the child, everything but the workload): median "
+              f"{statistics.median(outcome.dispatch_s):.2f} s, max {max(outcome.dispatch_s):.2f} s", file=sys.stderr)
+    if outcome.interrupted:
+        print(f"interrupted: every finished cell's record is in {store.dir}/cells.jsonl; finish the run with\n"
+              f"  gptbench run --resume {store.dir}", file=sys.stderr)
+        return 130
+    report(store.dir)
+    return 0
+
+
+def _run_with_bar(mx, store, code_version):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from suite import dispatch
+
+    console = Console(stderr=True, highlight=False)
+    columns = (TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("cells", total=None)
+        return dispatch.run_matrix(mx, store, code_version,
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                   log=bar.console.print)
+
+
+def report(run_dir: Path) -> None:
+    """The HTML report when the reports package provides one, else a summary table."""
+    try:
+        from reports import write_report
+    except ImportError:
+        write_report = None
+    if write_report:
+        path = run_dir / "report.html"
+        write_report(run_dir, path)
+        print(f"report: {path}")
+        return
+    summary(run_dir)
+
+
+def summary(run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{run_dir}")
+    for col in ("backend", "workload", "spec", "host class", "node", "status", "tokens/s", "peak RSS MB",
+                "budget MB", "overhead s"):
+        table.add_column(col)
+    for r in read_records(run_dir):
+        m = r.get("metrics") or {}
+        tps = m.get("tokens_per_s")
+        table.add_row(r["backend"], r["workload"], r["spec"].get("name", ""), r["host_class"], r.get("node_ip") or "-",
+                      r["status"], f"{tps:,.0f}" if isinstance(tps, (int, float)) else "",
+                      f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "",
+                      f"{r['budget_mb']:.0f}" if r.get("budget_mb") else "",
+                      f"{r['dispatch_s']:.2f}" if r.get("dispatch_s") is not None else "")
+    console = Console(highlight=False)
+    if not console.is_terminal:  # job logs and pipes: no 80-column squeeze
+        console = Console(highlight=False, width=160)
+    console.print(table)

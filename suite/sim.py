@@ -1,0 +1,200 @@
+"""A simulated heterogeneous pool on one machine (`gptbench cluster sim up|down|status`).
+
+Several Ray nodes, each its own `ray start --block` process group, with the labels and
+resources of the real pool's hosts (cluster.yaml): a head, a low-RAM worker and a desktop
+with `vram_gb`. Every port is a free one picked here and the temp dir is the sim's own,
+so it never meets another Ray on the machine; `down` stops exactly the processes `up`
+started (their PIDs are in the sim's state file), never by name, never `ray stop`.
+Budgets are the matrix's business (host classes); the nodes only say what they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import ray.util
+
+from suite.errors import GptbenchError
+from suite.task import SLOT
+
+STATE = "sim.json"
+LABEL = "gptbench/class"
+# name -> custom resources (each also gets one bench_slot and the label gptbench/class=name)
+NODES = {
+    "head": {},
+    "lowram": {},
+    "desktop": {"vram_gb": 12},
+}
+OBJECT_STORE_BYTES = 80 * 2**20
+UP_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray() -> str:
+    """The `ray` next to this Python (the venv's), not whatever is first on PATH."""
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else shutil.which("ray") or "ray"
+
+
+def _node_ports() -> list[str]:
+    # every port a node binds, chosen free: defaults (52365, 8265...) collide between nodes
+    lo = _free_port()
+    return ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
+            "--metrics-export-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
+            "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+            "--min-worker-port", str(lo), "--max-worker-port", str(lo + 40)]
+
+
+def client_env(state: dict) -> dict:
+    """Environment for any process that talks to the sim (a driver, `ray job submit`): its
+    own auth token, not ~/.ray/auth_token, which other Rays on a shared machine rewrite."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state["auth_token_path"],
+            "RAY_ADDRESS": state["address"]}
+
+
+def _start(name: str, args: list[str], log: Path, state: dict) -> subprocess.Popen:
+    resources = {SLOT: 1, **NODES[name]}
+    cmd = [_ray(), "start", "--block", "--disable-usage-stats",
+           "--num-cpus", "1", "--object-store-memory", str(OBJECT_STORE_BYTES),
+           "--resources", json.dumps(resources), "--labels", f"{LABEL}={name}", *_node_ports(), *args]
+    with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **client_env(state)})
+
+
+def up(folder, dashboard: bool = False, nodes=tuple(NODES)) -> dict:
+    """Start the pool; return its state (address, dashboard URL, PIDs). `folder` holds
+    the state file and logs; Ray's own temp dir is a short path under /tmp (unix
+    sockets allow 107 bytes)."""
+    folder = Path(folder).resolve()
+    if (folder / STATE).exists():
+        raise GptbenchError(f"a simulated pool is already recorded in {folder / STATE}: "
+                            f"`gptbench cluster sim down --dir {folder}` first.")
+    folder.mkdir(parents=True, exist_ok=True)
+    temp_dir = tempfile.mkdtemp(prefix="gbsim", dir="/tmp")
+    port = _free_port()
+    dash_port = _free_port()
+    # Ray replaces a loopback node address by the machine's own IP: use that one
+    state = {"address": f"{ray.util.get_node_ip_address()}:{port}", "temp_dir": temp_dir, "nodes": [],
+             "dashboard_url": f"http://127.0.0.1:{dash_port}" if dashboard else None,
+             "auth_token_path": str(folder / "auth_token")}
+    token = Path(state["auth_token_path"])
+    token.write_text(uuid.uuid4().hex)
+    token.chmod(0o600)
+    head = ["--head", "--port", str(port), "--temp-dir", temp_dir, "--include-dashboard", str(dashboard).lower()]
+    if dashboard:  # the job server (ray job submit) lives in the dashboard
+        head += ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port)]
+    procs = {}
+    try:
+        for name in nodes:
+            args = head if name == "head" else ["--address", state["address"]]
+            procs[name] = _start(name, args, folder / f"{name}.log", state)
+            state["nodes"].append({"name": name, "pid": procs[name].pid})
+            _write_state(folder, state)  # every PID on disk before the next start: down finds them
+            # one at a time: on a loaded 2-core machine, nodes started together time out
+            _wait_for(state, len(procs), folder, procs)
+    except BaseException:
+        down(folder)
+        raise
+    return state
+
+
+def _alive_nodes(state: dict) -> int | None:
+    """Alive nodes as the GCS sees them, asked from a short-lived process (no ray.init here)."""
+    code = ("import ray,sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(sum(n['Alive'] for n in ray.nodes()))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, state["address"]], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, **client_env(state)})
+        return int(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _wait_for(state: dict, n: int, folder: Path, procs: dict) -> None:
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        dead = [name for name, proc in procs.items() if proc.poll() is not None]
+        if dead:
+            raise GptbenchError(f"simulated node(s) {dead} exited at start; see {folder}/<name>.log")
+        if (_alive_nodes(state) or 0) >= n:
+            return
+        time.sleep(1.0)
+    raise GptbenchError(f"the simulated pool did not reach {n} node(s) within {UP_TIMEOUT_S:.0f} s; "
+                        f"see the logs in {folder}")
+
+
+def _write_state(folder: Path, state: dict) -> None:
+    tmp = folder / f".{STATE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, folder / STATE)
+
+
+def status(folder) -> dict | None:
+    path = Path(folder) / STATE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    for node in state["nodes"]:
+        node["running"] = psutil.pid_exists(node["pid"])
+    return state
+
+
+def down(folder) -> list[int]:
+    """Stop the pool's processes: SIGTERM to each node's process group and the processes
+    it spawned, SIGKILL after a grace. Returns the PIDs signalled."""
+    folder = Path(folder)
+    state = status(folder)
+    if state is None:
+        return []
+    procs = []
+    for node in state["nodes"]:
+        try:
+            root = psutil.Process(node["pid"])
+            procs += [root, *root.children(recursive=True)]  # raylet, gcs, workers: all of this node
+        except psutil.NoSuchProcess:
+            pass
+    for node in state["nodes"]:
+        _signal_group(node["pid"], signal.SIGTERM)
+    for p in procs:
+        _signal(p, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
+    for node in state["nodes"]:
+        _signal_group(node["pid"], signal.SIGKILL)
+    for p in alive:
+        _signal(p, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+    (folder / STATE).unlink()
+    shutil.rmtree(state["temp_dir"], ignore_errors=True)
+    return [p.pid for p in procs]
+
+
+def _signal_group(pgid: int, sig) -> None:
+    try:
+        os.killpg(pgid, sig)  # each node was started as its own session: pgid == its pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal(p: psutil.Process, sig) -> None:
+    try:
+        p.send_signal(sig)
+    except psutil.Error:
+        pass

@@ -1,0 +1,40 @@
+"""The Ray task of one cell: what a worker host imports to run it.
+
+Kept apart from suite/dispatch.py so that a worker (the 700 MB box) imports ray and the
+cell runner only, not the driver's matrix validation (pydantic, yaml) or pandas.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import ray
+
+from suite.cell import Cell
+from suite.runner import run_cell
+
+SLOT = "bench_slot"  # every gptbench host advertises one: one timed cell per machine
+
+
+@ray.remote(num_cpus=0, max_retries=0)  # OOM-killed tasks are not retried blindly: the driver decides
+def cell_task(cell_dict: dict, cell_id: str, code_version: str, budget_mb, gpu_budget_mb, timeout_s,
+              threads) -> dict:
+    """Runs on the chosen node: the cell in a child process, plus where it ran."""
+    import psutil
+
+    try:
+        record = run_cell(Cell.from_dict(cell_dict), budget_mb=budget_mb, timeout_s=timeout_s,
+                          gpu_budget_mb=gpu_budget_mb, threads=threads)
+    except KeyboardInterrupt:  # ray.cancel: the cell's child runs in its own session; end it
+        for child in psutil.Process().children():
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        raise
+    if record["code_version"] != code_version:  # this host runs other code than the driver
+        record["worker_code_version"] = record["code_version"]
+    record.update(cell_id=cell_id, code_version=code_version, node_id=ray.get_runtime_context().get_node_id(),
+                  node_ip=ray.util.get_node_ip_address(), worker_pid=os.getpid())
+    return record
