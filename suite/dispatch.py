@@ -275,11 +275,12 @@ def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write) ->
 
 def _cancel_all(flights: dict) -> None:
     """Polite cancel first (the task kills its cell's process group), then force."""
+    if not flights:
+        return
     for ref in flights:
         ray.cancel(ref)
-    if flights:
-        ray.wait(list(flights), num_returns=len(flights), timeout=CANCEL_GRACE_S)
-    for ref in flights:
+    _, stuck = ray.wait(list(flights), num_returns=len(flights), timeout=CANCEL_GRACE_S)
+    for ref in stuck:  # only those still running: Ray 2.60 aborts on force-cancelling a finished task
         ray.cancel(ref, force=True)
 
 

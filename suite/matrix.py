@@ -84,15 +84,15 @@ class Matrix(_Strict):
     @field_validator("specs")
     @classmethod
     def _specs_resolve(cls, v: list[str]) -> list[str]:
-        for s in v:
-            resolve_spec(s)  # a SpecError names the presets
-        return v
+        return _check_specs(v)
 
     @model_validator(mode="after")
     def _cross_checks(self):
         for name, hc in self.host_classes.items():
-            for s in hc.specs or []:
-                resolve_spec(s)
+            try:
+                _check_specs(hc.specs or [])
+            except ValueError as e:
+                raise ValueError(f"host_classes.{name}.specs: {e}") from None
             unknown = sorted(set(hc.workloads or []) - set(self.workloads))
             if unknown:
                 raise ValueError(f"host_classes.{name}.workloads {unknown}: allowed are the matrix's "
@@ -129,6 +129,15 @@ class Matrix(_Strict):
         return any(all(cell[k] == v for k, v in ex.items()) for ex in self.exclude)
 
 
+def _check_specs(specs: list[str]) -> list[str]:
+    for s in specs:
+        try:
+            resolve_spec(s)
+        except GptbenchError as e:  # as a ValueError pydantic names the field
+            raise ValueError(str(e)) from None
+    return specs
+
+
 def known_workloads() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(workloads.__path__) if m.name != "gradcheck")
 
@@ -150,8 +159,6 @@ def parse(text: str, source: str) -> Matrix:
             field = ".".join(str(p) for p in err["loc"]) or "(top level)"
             lines.append(f"  {field}: {_allowed(err)}")
         raise GptbenchError("\n".join(lines)) from None
-    except GptbenchError as e:  # a bad spec, raised inside a validator
-        raise GptbenchError(f"{source}: {e}") from None
 
 
 def _allowed(err: dict) -> str:

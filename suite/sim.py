@@ -29,6 +29,8 @@ from suite.errors import GptbenchError
 from suite.task import SLOT
 
 STATE = "sim.json"
+# in the environment of every process of the pool (cells included): tests find their own
+MARKER = "GPTBENCH_SIM"
 LABEL = "gptbench/class"
 # name -> custom resources (each also gets one bench_slot and the label gptbench/class=name)
 NODES = {
@@ -38,7 +40,7 @@ NODES = {
 }
 OBJECT_STORE_BYTES = 80 * 2**20
 UP_TIMEOUT_S = 120.0
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 5.0
 
 
 def _free_port() -> int:
@@ -69,6 +71,12 @@ def client_env(state: dict) -> dict:
             "RAY_ADDRESS": state["address"]}
 
 
+def _path_with_this_python() -> str:
+    """PATH with this Python's folder first: a job's `python -m suite run` runs in the
+    head's environment and must find the interpreter gptbench is installed in."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 def _start(name: str, args: list[str], log: Path, state: dict) -> subprocess.Popen:
     resources = {SLOT: 1, **NODES[name]}
     cmd = [_ray(), "start", "--block", "--disable-usage-stats",
@@ -76,7 +84,8 @@ def _start(name: str, args: list[str], log: Path, state: dict) -> subprocess.Pop
            "--resources", json.dumps(resources), "--labels", f"{LABEL}={name}", *_node_ports(), *args]
     with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **client_env(state)})
+                                env={**os.environ, **client_env(state), "PATH": _path_with_this_python(),
+                                     MARKER: state["temp_dir"]})
 
 
 def up(folder, dashboard: bool = False, nodes=tuple(NODES)) -> dict:

@@ -35,6 +35,8 @@ def cell_task(cell_dict: dict, cell_id: str, code_version: str, budget_mb, gpu_b
         raise
     if record["code_version"] != code_version:  # this host runs other code than the driver
         record["worker_code_version"] = record["code_version"]
-    record.update(cell_id=cell_id, code_version=code_version, node_id=ray.get_runtime_context().get_node_id(),
+    ctx = ray.get_runtime_context()
+    labels = {k: v for k, v in ctx.get_node_labels().items() if not k.startswith("ray.io/")}
+    record.update(cell_id=cell_id, code_version=code_version, node_id=ctx.get_node_id(), node_labels=labels,
                   node_ip=ray.util.get_node_ip_address(), worker_pid=os.getpid())
     return record

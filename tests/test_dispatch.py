@@ -1,0 +1,204 @@
+"""The matrix on real Ray: a simulated 3-node pool (head, lowram, desktop; one bench_slot
+each, labels and vram_gb as on the real pool), shared by every test here because each
+Ray node takes seconds to start on 2 loaded cores. Drivers run as the real CLI in their
+own processes (`gptbench run`, and `ray job submit -- python -m suite run`)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from suite import sim
+from suite.store import read_hosts, read_records
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = """
+host_classes:
+  head: {labels: {gptbench/class: head}, budget_mb: 1000, threads: 1}
+  lowram: {labels: {gptbench/class: lowram}, budget_mb: 700, threads: 1, specs: [lumgpt]}
+  desktop: {labels: {gptbench/class: desktop}, resources: {vram_gb: 12}, budget_mb: 2000, threads: 1}
+"""
+PLACED = (REPO / "matrices" / "sim.yaml").read_text()  # the demo matrix of the simulated pool
+INFEASIBLE = """
+name: infeasible
+backends: [numpy]
+workloads: [train]
+specs: [tiny]
+host_classes:
+  bigcard: {resources: {vram_gb: 24}, budget_mb: 2000}
+  nolabel: {labels: {gptbench/class: cloud}, budget_mb: 2000}
+  tooSmall: {labels: {gptbench/class: lowram}, budget_mb: 10}
+"""
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sim")
+    state = sim.up(folder, dashboard=True)  # the dashboard hosts the job server of `ray job submit`
+    yield {**state, "env": {**os.environ, **sim.client_env(state)}}
+    pids = sim.down(folder)
+    assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                            for p in pids)
+
+
+@pytest.fixture(scope="module")
+def node_classes(pool):
+    code = "import ray, json; ray.init(address='auto'); print(json.dumps({n['NodeID']: n['Labels']['gptbench/class'] " \
+           "for n in ray.nodes() if n['Alive']}))"
+    out = subprocess.run([sys.executable, "-c", code], env=pool["env"], capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _matrix(tmp_path, text, name="m.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _run(args, pool, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "suite", "run", *args, "--address", "auto"], env=pool["env"],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
+
+
+def test_every_cell_lands_on_a_node_of_its_class(pool, node_classes, tmp_path):
+    out = tmp_path / "run"
+    proc = _run([_matrix(tmp_path, PLACED), "--out", str(out)], pool)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_records(out)
+    assert len(records) == 6 and {r["status"] for r in records} == {"ok"}
+    assert sorted(node_classes.values()) == ["desktop", "head", "lowram"]
+    for r in records:
+        assert node_classes[r["node_id"]] == r["host_class"] == r["node_labels"]["gptbench/class"]
+        assert r["spec"]["name"] == ("lumgpt" if r["host_class"] == "lowram" else "tiny")
+        assert r["budget_mb"] == {"head": 1000, "lowram": 700, "desktop": 2000}[r["host_class"]]
+        assert 0 < r["peak_rss_mb"] < r["budget_mb"] and r["metrics"]["tokens_per_s"] > 0
+        assert 0 < r["dispatch_s"] < r["roundtrip_s"] and r["attempts"] == 1
+    assert list(read_hosts(out)) == [records[0]["host_fingerprint"]]  # one machine
+    assert "dispatch overhead per cell" in proc.stderr
+
+
+def test_infeasible_cells_become_no_host_at_once(pool, tmp_path):
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = _run([_matrix(tmp_path, INFEASIBLE), "--out", str(out)], pool, timeout=120)
+    wall_s = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert wall_s < 30  # python + ray import + connect; nothing is submitted, nothing waits
+    reasons = {r["host_class"]: r["reason"] for r in read_records(out)}
+    assert {r["status"] for r in read_records(out)} == {"no_host"}
+    assert "no live node has resource vram_gb>=24" in reasons["bigcard"]
+    assert "no live node has label gptbench/class=cloud" in reasons["nolabel"]
+    assert "exceeds the budget of host class 'tooSmall' (10 MB)" in reasons["tooSmall"]
+    assert "live pool:" in reasons["bigcard"] and "'vram_gb': 12.0" in reasons["bigcard"]
+
+
+SLOW = """
+name: slow
+backends: [numpy]
+workloads:
+  train: {options: {steps: 60, batch_size: 4, eval_batches: 1}}
+specs: [tiny]
+seeds: [0, 1, 2, 3]
+timeout_s: 120
+""" + CLASSES
+
+
+def _wait_for_records(run_dir: Path, n: int, proc, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (run_dir / "cells.jsonl").exists() and len(read_records(run_dir)) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    pytest.fail(f"fewer than {n} records after {timeout_s} s")
+
+
+def _cells_of_pool(pool) -> list[psutil.Process]:
+    """Cell child processes of this pool (tagged by the sim's environment marker)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "suite.cell" in (p.info["cmdline"] or []) and p.environ().get(sim.MARKER) == pool["temp_dir"]:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_killed_driver_then_resume_loses_nothing_and_repeats_nothing(pool, tmp_path):
+    out = tmp_path / "run"
+    matrix = _matrix(tmp_path, SLOW)
+    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", matrix, "--address", "auto", "--out", str(out)],
+                              env=pool["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_records(out, 2, driver)
+    driver.kill()  # SIGKILL: no handler runs, cells are mid-flight
+    driver.communicate()
+    before = (out / "cells.jsonl").read_text()
+    n_before = len(read_records(out))
+    assert 2 <= n_before < 12
+    deadline = time.monotonic() + 30  # Ray ends the dead driver's workers; their cells die with them
+    while _cells_of_pool(pool) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _cells_of_pool(pool)
+    proc = _run(["--resume", str(out)], pool)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_records(out)
+    ids = [r["cell_id"] for r in records]
+    assert len(ids) == 12 and len(set(ids)) == 12  # 4 seeds x 3 classes, each once
+    assert (out / "cells.jsonl").read_text().startswith(before)  # the first driver's records untouched
+    assert {r["status"] for r in records} == {"ok"}
+    assert f"{12 - n_before} record(s) written, {n_before} already there" in proc.stderr
+
+
+def test_ctrl_c_keeps_finished_records_and_says_how_to_resume(pool, tmp_path):
+    out = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, SLOW), "--address", "auto",
+                               "--out", str(out)], env=pool["env"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    _wait_for_records(out, 1, driver)
+    t0 = time.monotonic()
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err[-3000:]
+    assert time.monotonic() - t0 < 20  # polite cancel, then force: bounded
+    assert f"gptbench run --resume {out}" in err
+    assert 1 <= len(read_records(out)) < 12
+    deadline = time.monotonic() + 20
+    while _cells_of_pool(pool) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _cells_of_pool(pool)  # cancelled cells were killed, not orphaned
+
+
+def test_ray_job_submit_runs_a_matrix_end_to_end(pool, node_classes, tmp_path):
+    out = tmp_path / "job-run"  # absolute: the job runs in the head's copy of the working dir
+    proc = subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "submit", "--address",
+                           pool["dashboard_url"], "--working-dir", ".", "--", "python", "-m", "suite", "run",
+                           "matrices/sim.yaml", "--address", "auto", "--out", str(out)],  # uploaded with the dir
+                          env=pool["env"], cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    records = read_records(out)
+    assert len(records) == 6 and {r["status"] for r in records} == {"ok"}
+    assert all(node_classes[r["node_id"]] == r["host_class"] for r in records)
+    assert json.loads((out / "run.json").read_text())["matrix"]["name"] == "sim"
+    assert records[0]["code_version"].startswith("gptbench-")  # the uploaded copy has no .git
+
+
+def test_local_ray_when_no_address_is_given(tmp_path):
+    """No --address: the driver starts its own one-node Ray (the embedded default's path)."""
+    out = tmp_path / "run"
+    matrix = _matrix(tmp_path, PLACED.split("host_classes:")[0] + "host_classes:\n  local: {budget_mb: 1000, threads: 1}\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-m", "suite", "run", matrix, "--out", str(out)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "started a local Ray" in proc.stderr
+    records = read_records(out)
+    assert len(records) == 2 and {r["status"] for r in records} == {"ok"}
+    assert {r["node_labels"]["gptbench/class"] for r in records} == {"local"}
