@@ -14,6 +14,7 @@ from suite.errors import BackendError
 # cell on a low-RAM box never imports torch.
 BUILTIN = {
     "numpy": "backends.numpy_ref:NumpyBackend",
+    "triton": "backends.triton_attn:TritonBackend",
 }
 
 ENTRY_POINT_GROUP = "gptbench.backends"
