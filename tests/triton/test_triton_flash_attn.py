@@ -12,6 +12,7 @@ import torch
 from conftest import DEVICE
 from triton_checks import assert_close
 
+pytest.importorskip("triton", reason="the Triton kernels need pip install 'gptbench[triton]'")
 from backends.kernels import flash_attn as fa
 
 HEAD_DIMS = (16, 32, 64, 128)

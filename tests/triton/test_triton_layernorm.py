@@ -7,6 +7,7 @@ import torch
 from conftest import DEVICE
 from triton_checks import assert_close
 
+pytest.importorskip("triton", reason="the Triton kernels need pip install 'gptbench[triton]'")
 from backends.kernels import layernorm as ln
 
 EPS = 1e-5
