@@ -59,8 +59,10 @@ def _attn_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob,
               NH, TQ, TK, qk_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head). Writes O and the natural-log LSE."""
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
+    # axis 0 is (batch, head), launched fastest; axis 1 runs the last query block, which sees
+    # the most keys, first, so the short causal blocks fill the tail of the launch
+    bh = tl.program_id(0)
+    start_m = (tl.num_programs(1) - 1 - tl.program_id(1)) * BLOCK_M
     b, h = bh // NH, bh % NH
     offset = TK - TQ  # query i sits at position i + offset
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -94,9 +96,9 @@ def _attn_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob,
 def _attn_bwd_preprocess(O, DO, DELTA, sob, soh, sot, sdb, sdh, sdt, NH, TQ,
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta_i = sum_d O_id dO_id, the row term of the softmax backward."""
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
     b, h = bh // NH, bh % NH
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < TQ
     o = tl.load(O + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :], mask=row_ok[:, None], other=0.0)
@@ -134,8 +136,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, sqb, sqh, sqt, skb, skh, skt
                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
     """One program: BLOCK_N keys of one (batch, head), looping over the queries that see them.
     DK and DV are contiguous (B, NH, TK, HEAD_DIM)."""
-    start_n = tl.program_id(0) * BLOCK_N
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
+    start_n = tl.program_id(1) * BLOCK_N  # the first key block is seen by the most queries: first
     b, h = bh // NH, bh % NH
     offset = TK - TQ
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -193,8 +195,10 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sqb, sqh, sqt, skb, skh, skt, svb,
                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head), looping over the keys they see.
     DQ is contiguous (B, NH, TQ, HEAD_DIM)."""
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
+    # axis 0 is (batch, head), launched fastest; axis 1 runs the last query block, which sees
+    # the most keys, first, so the short causal blocks fill the tail of the launch
+    bh = tl.program_id(0)
+    start_m = (tl.num_programs(1) - 1 - tl.program_id(1)) * BLOCK_M
     b, h = bh // NH, bh % NH
     offset = TK - TQ
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -262,7 +266,7 @@ def _forward(q, k, v, sm_scale):
     lse = _empty((B, NH, TQ), torch.float32, q.device)
     bm, bn, warps, stages = _fwd_config(D, q.dtype)
     bm = _block(TQ, bm)
-    grid = (triton.cdiv(TQ, bm), B * NH)
+    grid = (B * NH, triton.cdiv(TQ, bm))
     _attn_fwd[grid](q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o), NH, TQ, TK,
                     sm_scale * LOG2E, HEAD_DIM=D, BLOCK_M=bm, BLOCK_N=bn, DOT_PREC=_dot_precision(q.dtype),
                     num_warps=warps, num_stages=stages)
@@ -278,17 +282,17 @@ def _backward(q, k, v, o, lse, do, sm_scale):
     dk = _empty(k.shape, k.dtype, k.device)
     dv = _empty(v.shape, v.dtype, v.device)
     pre_m = _block(TQ, 128)
-    _attn_bwd_preprocess[(triton.cdiv(TQ, pre_m), B * NH)](o, do, delta, *_strides(o), *_strides(do), NH, TQ,
+    _attn_bwd_preprocess[(B * NH, triton.cdiv(TQ, pre_m))](o, do, delta, *_strides(o), *_strides(do), NH, TQ,
                                                           HEAD_DIM=D, BLOCK_M=pre_m)
     small, large, warps, stages = _bwd_config(D, q.dtype)
     args = (*_strides(q), *_strides(k), *_strides(v), *_strides(do), NH, TQ, TK, sm_scale * LOG2E, sm_scale)
     prec = _dot_precision(q.dtype)
     bn = _block(TK, large)
-    _attn_bwd_dkdv[(triton.cdiv(TK, bn), B * NH)](q, k, v, do, dk, dv, lse, delta, *args, HEAD_DIM=D,
+    _attn_bwd_dkdv[(B * NH, triton.cdiv(TK, bn))](q, k, v, do, dk, dv, lse, delta, *args, HEAD_DIM=D,
                                                   BLOCK_M=small, BLOCK_N=bn, DOT_PREC=prec,
                                                   num_warps=warps, num_stages=stages)
     bm = _block(TQ, large)
-    _attn_bwd_dq[(triton.cdiv(TQ, bm), B * NH)](q, k, v, do, dq, lse, delta, *args, HEAD_DIM=D, BLOCK_M=bm,
+    _attn_bwd_dq[(B * NH, triton.cdiv(TQ, bm))](q, k, v, do, dq, lse, delta, *args, HEAD_DIM=D, BLOCK_M=bm,
                                                 BLOCK_N=small, DOT_PREC=prec, num_warps=warps, num_stages=stages)
     return dq, dk, dv
 
