@@ -61,7 +61,16 @@ def test_blocked_elementwise_ops_do_not_depend_on_the_block_size(monkeypatch):
     x = rng.standard_normal((64, 96)).astype(np.float32)
     whole, _ = R.gelu_forward(x)
     monkeypatch.setattr(R, "BLOCK_BYTES", 96 * 4 * 3)  # 3 rows a block, 22 blocks, 2 threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     np.testing.assert_array_equal(R.gelu_forward(x)[0], whole)
+    q, k, v = (rng.standard_normal((2, 3, 40, 8)) for _ in range(3))
+    y_whole, cache = R.attention_forward(q, k, v)
+    grads_whole = R.attention_backward(y_whole, cache)
+    monkeypatch.setattr(R, "BLOCK_BYTES", 40 * 40 * 8)  # one (batch, head) matrix a block
+    y, cache = R.attention_forward(q, k, v)
+    np.testing.assert_allclose(y, y_whole, rtol=1e-13)
+    for a, b in zip(R.attention_backward(y, cache), grads_whole):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
 # --- gradients: finite differences in float64 ---------------------------------------------
