@@ -1,6 +1,6 @@
 """LayerNorm kernels (backends/kernels/layernorm.py) against float64 LayerNorm: output and
-dx, dw, db, buffers poisoned with NaN. Widths below, at and off a power of two; more rows
-than backward groups, so groups take several rows and some take none."""
+dx, dw, db, buffers poisoned with NaN. Widths below, at and off a power of two; row counts
+off the tile of stacked rows; and few backward groups, so that each sums several tiles."""
 
 import pytest
 import torch
@@ -23,11 +23,13 @@ def reference(x, w, b, dy):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", ((1, 1, 16), (2, 17, 32), (3, 100, 48), (1, 300, 129)))
-def test_layernorm_matches_float64(poison, shape, dtype):
+@pytest.mark.parametrize("shape, groups", (((1, 1, 16), 256), ((2, 17, 32), 256), ((3, 100, 48), 4),
+                                           ((1, 300, 129), 256)))
+def test_layernorm_matches_float64(poison, monkeypatch, shape, groups, dtype):
     """Inputs in `dtype` (x off-centre and spread, w near 1, b small); float32 parameters as the
     backend keeps them. The output is written in `dtype`, as autocast's matmul wants it."""
     poison(ln)
+    monkeypatch.setattr(ln, "BWD_GROUPS", groups)
     g = torch.Generator().manual_seed(sum(shape))
     C = shape[-1]
     x = (1.0 + 3.0 * torch.randn(shape, generator=g)).to(DEVICE, dtype).requires_grad_()
