@@ -215,6 +215,78 @@ def cmd_convert(args) -> int:
     return 0
 
 
+# --- gptbench cell -------------------------------------------------------------------------
+def _option_value(text: str):
+    """--option values are JSON when they parse (numbers, lists, null), else strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_cell(args) -> int:
+    from suite.cell import Cell
+    from suite.runner import run_cell
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise GptbenchError(f"--option {item!r} must be KEY=VALUE, e.g. --option steps=20.")
+        options[key] = _option_value(value)
+    cell = Cell.make(args.backend, args.workload, _spec(args.spec), dtype=args.dtype, device=args.device,
+                     host_class=args.host_class, seed=args.seed, options=options)
+    record = run_cell(cell, budget_mb=args.budget_mb, timeout_s=args.timeout, gpu_budget_mb=args.gpu_budget_mb,
+                      threads=args.threads)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(record, indent=1))
+    if args.json:
+        print(json.dumps(record))
+    else:
+        _print_cell_summary(record)
+    return 0 if record["status"] == "ok" else 1
+
+
+def _print_cell_summary(r: dict) -> None:
+    m = r["metrics"]
+    print(f"cell {r['cell_id']}  {r['backend']} {r['workload']} {r['spec']['name']} {r['dtype']} {r['device']}")
+    print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
+    if r.get("traceback"):
+        print(r["traceback"].rstrip())
+    est = r.get("memory_estimate_mb")
+    print(f"peak RSS {r['peak_rss_mb']:.1f} MB (estimate {est:.1f} MB)" if est else
+          f"peak RSS {r['peak_rss_mb']:.1f} MB", end="")
+    print(f"  wall {r['wall_s']:.2f} s  threads {r['threads']}  imported {', '.join(r.get('heavy_modules') or [])}")
+    if "tokens_per_s" in m:
+        print(f"tokens/s {m['tokens_per_s']:,.0f}" + (f"  MFU {m['mfu']:.1%}" if "mfu" in m else ""))
+    if m.get("time_to_first_token_ms") is not None:
+        print(f"time to first token {m['time_to_first_token_ms']:.1f} ms  per token {m['token_ms_median']:.2f} ms")
+    for row in m.get("rows", []):
+        print(f"{row['provider']:6s} T={row['T']:<5d} D={row['D']:<4d} {row['pass']:8s} {row['ms_median']:9.3f} ms "
+              f"{row['tflops_per_s']:8.4f} TFLOP/s")
+
+
+# --- gptbench calibrate ----------------------------------------------------------------------
+def cmd_calibrate(args) -> int:
+    from suite import calibrate
+
+    cal = calibrate.ensure(args.device, recalibrate=not args.cached)
+    section = cal[args.device.split(":")[0]]
+    if args.json:
+        print(json.dumps(cal))
+        return 0
+    print(f"host {cal['fingerprint']}: {cal['env']['cpu_model']}, {cal['env']['cores_logical']} cores, "
+          f"{cal['env']['ram_mb']} MB RAM; measured {section['measured_at']} with {section['threads']} threads")
+    for dtype, rates in section["gemm_flops_per_s"].items():
+        print(f"GEMM {dtype:9s} " + "  ".join(f"{lib} {v / 1e9:,.1f} GFLOP/s" for lib, v in rates.items()))
+    for lib, v in section["bandwidth_bytes_per_s"].items():
+        print(f"copy bandwidth {lib} {v / 1e9:.1f} GB/s")
+    print(f"cached in {calibrate.cache_path(cal['fingerprint'])}")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from suite import __version__
@@ -276,6 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider numpy, math, sdpa)")
+    s.add_argument("--workload", default="train", help="train, generate or attention")
+    s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
+    device_flags(s)
+    s.add_argument("--host-class", default="any")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a workload option, e.g. steps=20 or seq_lens=[128,256] (repeatable)")
+    s.add_argument("--budget-mb", type=float, default=None, help="RAM budget: over it the cell ends as oom")
+    s.add_argument("--gpu-budget-mb", type=float, default=None, help="VRAM budget: a bigger GPU is capped at it")
+    s.add_argument("--timeout", type=float, default=600, help="wall-clock seconds before the cell ends as timeout")
+    s.add_argument("--out", default=None, help="also write the record to this file")
+    s.add_argument("--json", action="store_true", help="print the record as one JSON line")
+    s.set_defaults(func=cmd_cell)
+
+    s = sub.add_parser("calibrate", help="measure this host's GEMM peak and bandwidth (MFU's denominator)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
     s.add_argument("input")

@@ -67,17 +67,17 @@ def test_bad_input_gets_one_paragraph_not_a_traceback(tmp_path):
 
 
 def test_lumgpt_trains_with_numpy_under_150_mb_and_without_torch():
-    # peak RSS of the child, measured by the kernel (VmHWM of its own address space), not
-    # estimated. Not wait4's ru_maxrss: a child spawned by vfork + exec inherits its parent's
-    # high-water mark, and this pytest process holds torch once a torch test is collected.
+    # the child's own peak RSS as the kernel counts it (VmHWM). Not wait4's ru_maxrss: after
+    # fork+exec that keeps the spawning process's high-water mark (here, pytest's).
     code = ("import sys, json; from suite.cli import main; rc = main(['train', '--spec', 'lumgpt', "
             "'--steps', '6', '--json']); "
-            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]; "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
             "print(json.dumps({'torch': 'torch' in sys.modules, 'rc': rc, 'peak_kb': int(hwm)}))")
-    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     lines = proc.stdout.strip().splitlines()
     record, tail = json.loads(lines[0]), json.loads(lines[-1])
-    peak_mb = tail.pop("peak_kb") / 1024
-    assert proc.returncode == 0 and tail == {"torch": False, "rc": 0} and record["status"] == "ok"
+    assert proc.returncode == 0 and record["status"] == "ok"
+    assert tail["torch"] is False and tail["rc"] == 0
+    peak_mb = tail["peak_kb"] / 1024
     print(f"lumgpt numpy float32 training peak RSS: {peak_mb:.1f} MB")
-    assert peak_mb < 150
+    assert 30 < peak_mb < 150
