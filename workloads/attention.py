@@ -208,11 +208,11 @@ class TritonAttention(_TorchAttention):
     name = "triton"
 
     def unavailable(self, device, dtype):
-        from backends.triton_attn import TritonBackend
-
         if not device.startswith("cuda"):
             return ("the triton provider times Triton kernels on a CUDA GPU; on cpu they run only in "
                     "Triton's interpreter, which proves them correct (tests/triton) but times nothing")
+        from backends.triton_attn import TritonBackend
+
         return TritonBackend.unavailable(device, dtype)
 
     def op(self, q, k, v):
