@@ -6,6 +6,7 @@ thousand-cell run made by replicating real records with varied fields."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from pathlib import Path
@@ -36,6 +37,20 @@ def real_cells() -> list[tuple[Cell, dict]]:
 
 def measure(cells) -> list[dict]:
     return [run_cell(cell, timeout_s=120, extra_env=TEST_BACKENDS, **kw) for cell, kw in cells]
+
+
+@functools.cache
+def run_a_records() -> tuple:
+    """Run A, measured once per test session (both report test modules use it): the real
+    cells and two conformance cards, one passing, one failing."""
+    recs = measure(real_cells())
+    return tuple(recs + [conformance_record(recs[0], True), conformance_record(recs[0], False)])
+
+
+@functools.cache
+def rerun_records() -> tuple:
+    """The timed ok cells of run A measured again by the same code: run A's noise."""
+    return tuple(measure([c for c in real_cells()[:5]]))
 
 
 def write_run(run_dir: Path, records: list[dict]) -> Path:
