@@ -12,6 +12,8 @@ from reports.compare import compare_runs
 from reports.html import Page, esc, table
 from reports.load import STATUS_ORDER, Run, load_run
 
+OPEN_FAILURES = 30  # more non-ok cells than this: their table starts folded
+
 
 def _header(run: Run) -> str:
     info, cells = run.info, run.cells
@@ -33,8 +35,11 @@ def _status(page: Page, run: Run) -> None:
         parts.append("<p>Every cell is ok.</p>")
         return
     cols = ["status", "host", "workload", "backend", "spec", "dtype", "device", "cell_id", "reason", "traceback"]
-    parts.append(f"<h3>Cells that are not ok ({len(bad)})</h3>")
-    parts.append(table(bad[cols].sort_values(["status", "host", "workload", "backend"]), pre=("traceback",)))
+    # a long list is folded so that a large run's figures stay one click away
+    opened = " open" if len(bad) <= OPEN_FAILURES else ""
+    parts.append(f"<details{opened}><summary><b>Cells that are not ok ({len(bad)})</b></summary>"
+                 + table(bad[cols].sort_values(["status", "host", "workload", "backend"]), pre=("traceback",))
+                 + "</details>")
 
 
 def _figures(page: Page, anchor: str, heading: str, made: list, empty: str) -> list[str]:
