@@ -106,7 +106,11 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
         if r.get("workload") == "generate":
             row["token_ms_q1"], _, row["token_ms_q3"] = _quartiles(m.get("token_ms"))
         rows.append(row)
-    return pd.DataFrame(rows)
+    # the columns every section reads exist even in a run with no record yet
+    base = ["cell_id", "key", "host", "backend", "workload", "spec", "dtype", "device", "seed", "label", "status",
+            "reason", "traceback", "code_version", *RECORD_SCALARS]
+    df = pd.DataFrame(rows)
+    return df.reindex(columns=list(df.columns) + [c for c in base if c not in df.columns])
 
 
 def _timed_steps(m: dict) -> list:
@@ -173,7 +177,7 @@ def hosts_table(records: list[dict], hosts: dict[str, dict]) -> pd.DataFrame:
         fp = r.get("host_fingerprint")
         if not fp:
             continue
-        envs.setdefault(fp, hosts.get(fp) or r.get("host") or {})
+        envs.setdefault(fp, dict(hosts.get(fp) or r.get("host") or {}))
         envs[fp].setdefault("_label", host_label(r))
         peak = num((r.get("metrics") or {}).get("peak_flops_per_s"))
         if np.isfinite(peak):

@@ -32,7 +32,7 @@ def _status(page: Page, run: Run) -> None:
         page.figure(parts, title, fig)
     bad = run.cells[run.cells.status != "ok"] if not run.cells.empty else run.cells
     if bad.empty:
-        parts.append("<p>Every cell is ok.</p>")
+        parts.append("<p>Every cell is ok.</p>" if len(run.cells) else "<p>No cell has a record yet.</p>")
         return
     cols = ["status", "host", "workload", "backend", "spec", "dtype", "device", "cell_id", "reason", "traceback"]
     # a long list is folded so that a large run's figures stay one click away

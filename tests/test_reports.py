@@ -197,3 +197,12 @@ def test_csv_and_parquet_keep_every_record(run_a, tmp_path):
     table = records_table(recs)
     assert table["metrics.final_loss"].dtype == float
     assert table["metrics.final_loss"][[r["status"] == "diverged" for r in recs]].isna().all()
+
+
+def test_run_without_records_yet_and_a_missing_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "cells.jsonl").write_text("")
+    html = reports.write_report(tmp_path / "empty").read_text()
+    assert "0 cells" in html and "No cell has a record yet" in html and figures_of(html) == []
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "is not a gptbench run directory" in capsys.readouterr().err
