@@ -287,6 +287,18 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+# --- gptbench report -------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    import reports
+    from reports.export import export
+
+    out = reports.write_report(args.run_dir, args.output, compare=args.compare)
+    print(f"wrote {out}")
+    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
+        print(f"wrote {path}")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from suite import __version__
@@ -370,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
+    s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
+    s.add_argument("-o", "--output", default=None, help="HTML file (default: RUN_DIR/report.html)")
+    s.add_argument("--compare", default=None, metavar="RUN_B",
+                   help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
+    s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
+    s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
     s.add_argument("input")
