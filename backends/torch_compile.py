@@ -1,10 +1,11 @@
 """The torch backend with its model under torch.compile (mode selectable).
 
 Training and evaluation run the compiled model; the optimizer and generation (whose
-shapes change every token) run eagerly. The first call with a new shape compiles: it is
-preceded by a warm-up forward + backward whose gradients are thrown away, and the warm-up's
-wall time is added to `compile_s`. So step times never include compiling, the model's state
-is untouched, and the cells workload reports compile time apart from step time.
+shapes change every token) run eagerly. The first call with a new shape compiles, in a
+warm-up forward + backward whose gradients are thrown away (the model's state is untouched).
+The warm-up's wall time is added to `compile_s`: the first step's time contains it, so
+that step alone took step_ms[0] - 1000 * compile_s; the train workload already leaves its
+first steps out of the throughput figures, and the cells workload reports compile_s apart.
 """
 
 from __future__ import annotations

@@ -1,0 +1,53 @@
+"""torch.compile on CPU (slow to compile: few tests, on tiny, one compiled model shared)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from backends.numpy_ref import NumpyBackend
+from backends.torch_compile import CompileBackend
+from backends.torch_eager import TorchBackend
+from suite.cli import main
+from suite.data import load_corpus
+from suite.spec import preset
+from suite.tolerances import tolerance
+from workloads.train import config_for, train
+
+SPEC = preset("tiny")
+CFG = config_for("tiny", steps=50, batch_size=8)  # the ladder's batch: one compiled graph serves both
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return CompileBackend(SPEC, dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_check_compile_passes(dtype, capsys):
+    assert main(["check", "compile", "--dtype", dtype, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and len(report["rows"]) == 19 + 30 + 29
+
+
+def test_numpy_torch_and_compile_trajectories_agree_over_50_steps(compiled):
+    """The train workload on each backend: every step's loss within the table's loss
+    tolerance of the NumPy float64 reference."""
+    corpus = load_corpus("synthetic", synthetic_chars=20_000)
+    ref = train(NumpyBackend(SPEC, dtype="float64"), corpus, CFG)["losses"]
+    tol = tolerance("float32", "loss")
+    for backend in (NumpyBackend(SPEC, dtype="float32"), TorchBackend(SPEC, dtype="float32"), compiled):
+        losses = np.array(train(backend, corpus, CFG)["losses"])
+        assert len(losses) == 50 and ref[-1] < ref[0] - 0.5  # a real trajectory: the loss falls
+        err = np.abs(losses - ref)
+        assert np.all(err <= tol.atol * np.sqrt(np.mean(np.square(ref))) + tol.rtol * np.abs(ref)), type(backend)
+        assert np.linalg.norm(losses - ref) / np.linalg.norm(ref) <= tol.norm_rtol
+        assert err.max() > 0  # float32 really differs from float64: nothing was shared by accident
+
+
+def test_compile_time_is_recorded_apart_from_step_time():
+    model = CompileBackend(SPEC, dtype="float32")  # fresh: it compiles in the first step
+    record = train(model, load_corpus("synthetic", synthetic_chars=20_000), config_for("tiny", steps=6, batch_size=8))
+    assert model.compile_s > 0.5  # tracing and Inductor's C++ take seconds, even from its cache
+    assert record["step_ms"][0] >= 1e3 * model.compile_s  # the first step holds the compile...
+    assert np.median(record["step_ms"][2:]) < 1e3 * model.compile_s / 5  # ...and the others none
