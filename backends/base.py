@@ -47,6 +47,10 @@ class Backend:
         """idx (B, T) int -> (logits (B, T, V) ndarray, mean cross-entropy float or None)."""
         raise NotImplementedError
 
+    def loss(self, idx: np.ndarray, targets: np.ndarray) -> float:
+        """Mean cross-entropy only, keeping nothing for backward (evaluation)."""
+        return self.forward(idx, targets)[1]
+
     def backward(self) -> dict[str, np.ndarray]:
         """Gradients of the last forward's loss, canonical names (tied wte summed once)."""
         raise NotImplementedError

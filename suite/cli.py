@@ -22,10 +22,10 @@ def _set_threads(n: int | None) -> None:
             os.environ[var] = str(n)
 
 
-def _spec(name: str):
-    from suite.spec import preset
+def _spec(arg: str):
+    from suite.spec import resolve_spec
 
-    return preset(name)
+    return resolve_spec(arg)
 
 
 def _console():
@@ -124,14 +124,14 @@ def cmd_train(args) -> int:
                      eval_interval=args.eval_interval, eval_batches=args.eval_batches,
                      lr_warmup_steps=min(args.lr_warmup, args.steps))
     every = max(1, args.steps // 10)
-    lines = []
+    elapsed_ms = []
 
-    def on_step(step, loss, ms):
-        if step % every == 0 or step == args.steps - 1:
-            line = f"step {step:5d}  loss {loss:.4f}  {ms:8.1f} ms"
-            lines.append(line)
-            if not args.json:
-                print(line, flush=True)
+    def on_step(step, loss, ms):  # the loss curve, with an ETA from the median step so far
+        elapsed_ms.append(ms)
+        if not args.json and (step % every == 0 or step == args.steps - 1):
+            eta_s = sorted(elapsed_ms)[len(elapsed_ms) // 2] * (args.steps - step - 1) / 1e3
+            print(f"step {step:5d}/{args.steps}  loss {loss:.4f}  {ms:8.1f} ms  ETA {eta_s:6.0f} s",
+                  file=sys.stderr, flush=True)
 
     metrics = train(model, corpus, cfg, on_step=on_step)
     record = {"workload": "train", "backend": args.backend, "device": args.device, "dtype": args.dtype,
@@ -186,15 +186,16 @@ def cmd_generate(args) -> int:
         spec = _spec(args.spec or "tiny")
         params = init_params(spec, args.seed)
         tok = load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
-        print("note: no --weights given: sampling from untrained weights (init seed "
-              f"{args.seed})", file=sys.stderr)
     if tok.vocab_size > spec.vocab_size:
         raise GptbenchError(f"tokenizer has {tok.vocab_size} tokens but spec vocab_size is {spec.vocab_size}.")
-    model = _build_backend(args, spec)
-    model.load_state(params)
     prompt = tok.encode(args.prompt)
     if prompt.size == 0:
         raise GptbenchError("--prompt is empty: give at least one character to start from.")
+    model = _build_backend(args, spec)
+    model.load_state(params)
+    if not args.weights:
+        print(f"note: no --weights given: sampling from untrained weights (init seed {args.seed})",
+              file=sys.stderr)
     out = model.generate(prompt[None, :], args.max_new_tokens, temperature=args.temperature,
                          top_k=args.top_k, seed=args.seed)
     text = tok.decode(out[0])
@@ -222,6 +223,78 @@ def cmd_convert(args) -> int:
     else:
         raise GptbenchError(f"output {dst} must end in .pt (nanoGPT) or .safetensors.")
     print(f"wrote {dst} ({spec.n_params():,} params, spec {spec.to_json()})")
+    return 0
+
+
+# --- gptbench cell -------------------------------------------------------------------------
+def _option_value(text: str):
+    """--option values are JSON when they parse (numbers, lists, null), else strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_cell(args) -> int:
+    from suite.cell import Cell
+    from suite.runner import run_cell
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise GptbenchError(f"--option {item!r} must be KEY=VALUE, e.g. --option steps=20.")
+        options[key] = _option_value(value)
+    cell = Cell.make(args.backend, args.workload, _spec(args.spec), dtype=args.dtype, device=args.device,
+                     host_class=args.host_class, seed=args.seed, options=options)
+    record = run_cell(cell, budget_mb=args.budget_mb, timeout_s=args.timeout, gpu_budget_mb=args.gpu_budget_mb,
+                      threads=args.threads)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(record, indent=1))
+    if args.json:
+        print(json.dumps(record))
+    else:
+        _print_cell_summary(record)
+    return 0 if record["status"] == "ok" else 1
+
+
+def _print_cell_summary(r: dict) -> None:
+    m = r["metrics"]
+    print(f"cell {r['cell_id']}  {r['backend']} {r['workload']} {r['spec']['name']} {r['dtype']} {r['device']}")
+    print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
+    if r.get("traceback"):
+        print(r["traceback"].rstrip())
+    est = r.get("memory_estimate_mb")
+    print(f"peak RSS {r['peak_rss_mb']:.1f} MB (estimate {est:.1f} MB)" if est else
+          f"peak RSS {r['peak_rss_mb']:.1f} MB", end="")
+    print(f"  wall {r['wall_s']:.2f} s  threads {r['threads']}  imported {', '.join(r.get('heavy_modules') or [])}")
+    if "tokens_per_s" in m:
+        print(f"tokens/s {m['tokens_per_s']:,.0f}" + (f"  MFU {m['mfu']:.1%}" if "mfu" in m else ""))
+    if m.get("time_to_first_token_ms") is not None:
+        print(f"time to first token {m['time_to_first_token_ms']:.1f} ms  per token {m['token_ms_median']:.2f} ms")
+    for row in m.get("rows", []):
+        print(f"{row['provider']:6s} T={row['T']:<5d} D={row['D']:<4d} {row['pass']:8s} {row['ms_median']:9.3f} ms "
+              f"{row['tflops_per_s']:8.4f} TFLOP/s")
+
+
+# --- gptbench calibrate ----------------------------------------------------------------------
+def cmd_calibrate(args) -> int:
+    from suite import calibrate
+
+    cal = calibrate.ensure(args.device, recalibrate=not args.cached)
+    section = cal[args.device.split(":")[0]]
+    if args.json:
+        print(json.dumps(cal))
+        return 0
+    print(f"host {cal['fingerprint']}: {cal['env']['cpu_model']}, {cal['env']['cores_logical']} cores, "
+          f"{cal['env']['ram_mb']} MB RAM; measured {section['measured_at']} with {section['threads']} threads")
+    for dtype, rates in section["gemm_flops_per_s"].items():
+        print(f"GEMM {dtype:9s} " + "  ".join(f"{lib} {v / 1e9:,.1f} GFLOP/s" for lib, v in rates.items()))
+    for lib, v in section["bandwidth_bytes_per_s"].items():
+        print(f"copy bandwidth {lib} {v / 1e9:.1f} GB/s")
+    print(f"cached in {calibrate.cache_path(cal['fingerprint'])}")
     return 0
 
 
@@ -260,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a spec with one backend and report loss and speed")
     s.add_argument("--backend", default="numpy")
-    s.add_argument("--spec", default="tiny")
+    s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
     s.add_argument("--steps", type=int, default=400)
     s.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
@@ -289,6 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider numpy, math, sdpa)")
+    s.add_argument("--workload", default="train", help="train, generate or attention")
+    s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
+    device_flags(s)
+    s.add_argument("--host-class", default="any")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a workload option, e.g. steps=20 or seq_lens=[128,256] (repeatable)")
+    s.add_argument("--budget-mb", type=float, default=None, help="RAM budget: over it the cell ends as oom")
+    s.add_argument("--gpu-budget-mb", type=float, default=None, help="VRAM budget: a bigger GPU is capped at it")
+    s.add_argument("--timeout", type=float, default=600, help="wall-clock seconds before the cell ends as timeout")
+    s.add_argument("--out", default=None, help="also write the record to this file")
+    s.add_argument("--json", action="store_true", help="print the record as one JSON line")
+    s.set_defaults(func=cmd_cell)
+
+    s = sub.add_parser("calibrate", help="measure this host's GEMM peak and bandwidth (MFU's denominator)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
     s.add_argument("input")

@@ -178,13 +178,14 @@ class MarkovSource:
         n_states, K = len(self.pi), self.K
         cdf = np.cumsum(self.P, axis=1).tolist()
         s = int(rng.choice(n_states, p=self.pi))
-        letters = [s // K ** (self.k - 1 - j) % K for j in range(self.k)]
-        u = rng.random(n).tolist()
-        for i in range(n - self.k):
-            c = min(bisect.bisect_right(cdf[s], u[i]), K - 1)
-            letters.append(c)
-            s = (s * K) % n_states + c
-        return "".join(self.alphabet[c] for c in letters[:n])
+        letters = self.alphabet.encode()
+        out = bytearray(letters[s // K ** (self.k - 1 - j) % K] for j in range(self.k))
+        while len(out) < n:  # uniforms drawn in chunks: the same stream, little memory
+            for u in rng.random(min(8192, n - len(out))).tolist():
+                c = min(bisect.bisect_right(cdf[s], u), K - 1)
+                out.append(letters[c])
+                s = (s * K) % n_states + c
+        return out[:n].decode()
 
 
 # --- corpora ------------------------------------------------------------------------------

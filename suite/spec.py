@@ -158,6 +158,29 @@ PRESETS: dict[str, GPTSpec] = {
 }
 
 
+def resolve_spec(arg: str) -> GPTSpec:
+    """A spec from the command line: a preset name, inline JSON, or a .json file."""
+    text, source = arg, "inline JSON"
+    if arg.endswith(".json"):
+        from pathlib import Path
+
+        try:
+            text, source = Path(arg).read_text(), arg
+        except OSError as e:
+            raise SpecError(f"cannot read spec file {arg}: {e.strerror}.") from None
+    elif not arg.lstrip().startswith("{"):
+        return preset(arg)
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"spec {source} is not valid JSON: {e}.") from None
+    if not isinstance(d, dict):
+        raise SpecError(f"spec {source} must be a JSON object with fields vocab_size, block_size, "
+                        "n_layer, n_head, n_embd.")
+    d.setdefault("name", "custom")
+    return GPTSpec.from_dict(d)
+
+
 def preset(name: str) -> GPTSpec:
     """The named preset spec; an unknown name lists the known ones."""
     try:

@@ -2,18 +2,21 @@
 
 Every step's time and loss are kept; the first `warmup_steps` are excluded from the
 throughput figures (compilation, allocator warm-up). A non-finite loss stops training
-at once with status `diverged`.
+at once with status `diverged`. With a target validation loss, the training time (sum
+of step times, evaluation excluded) until the first evaluation at or below it is kept.
+
+run(backend, cell) is the cell entry (suite/cell.py); train() is the library call.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from suite.data import BatchSampler, Corpus, check_vocab
+from suite.data import BatchSampler, Corpus, check_vocab, load_corpus
 from suite.optim import Schedule
 from suite.weights import init_params
 
@@ -29,6 +32,7 @@ class TrainConfig:
     eval_batches: int = 4
     warmup_steps: int = 2  # steps excluded from timing
     seq_len: int | None = None  # default: the spec's block_size
+    target_val_loss: float | None = None  # time_to_target_s is measured against it
 
     def schedule(self) -> Schedule:
         return Schedule(lr=self.lr, warmup_steps=self.lr_warmup_steps, decay_steps=self.steps)
@@ -60,7 +64,7 @@ def validation_batches(corpus: Corpus, cfg: TrainConfig, T: int) -> list:
 
 
 def evaluate(backend, batches) -> float:
-    return float(np.mean([backend.forward(x, y)[1] for x, y in batches]))
+    return float(np.mean([backend.loss(x, y) for x, y in batches]))
 
 
 def summarize_times(step_ms: list[float], tokens_per_step: int) -> dict:
@@ -90,6 +94,15 @@ def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
     val_batches = validation_batches(corpus, cfg, T)
     losses, step_ms, val = [], [], []
     status = "ok"
+    reached = None  # (step, training seconds) of the first evaluation at or below target
+
+    def evaluate_at(step):
+        nonlocal reached
+        loss = evaluate(backend, val_batches)
+        val.append((step, loss))
+        if reached is None and cfg.target_val_loss is not None and loss <= cfg.target_val_loss:
+            reached = (step, sum(step_ms) / 1e3)
+
     for step in range(cfg.steps):
         x, y = sampler.next()
         lr = schedule.lr_at(step)
@@ -104,9 +117,9 @@ def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
             status = "diverged"
             break
         if cfg.eval_interval and (step + 1) % cfg.eval_interval == 0 and step + 1 < cfg.steps:
-            val.append((step + 1, evaluate(backend, val_batches)))
+            evaluate_at(step + 1)
     if status == "ok":
-        val.append((len(losses), evaluate(backend, val_batches)))
+        evaluate_at(len(losses))
     tokens_per_step = cfg.batch_size * T
     out = {
         "status": status,
@@ -118,6 +131,10 @@ def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
         "final_loss": losses[-1] if losses else None,
         "final_val_loss": val[-1][1] if val else None,
         "tokens_per_step": tokens_per_step,
+        "train_s": sum(step_ms) / 1e3,
+        "target_val_loss": cfg.target_val_loss,
+        "steps_to_target": reached[0] if reached else None,
+        "time_to_target_s": reached[1] if reached else None,
         "flops_per_token": spec.flops_per_token(T),
         **summarize_times(step_ms[cfg.warmup_steps:], tokens_per_step),
     }
@@ -133,3 +150,38 @@ def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
     if "tokens_per_s" in out:
         out["model_flops_per_s"] = out["tokens_per_s"] * out["flops_per_token"]
     return out
+
+
+# --- the cell entry -------------------------------------------------------------------------
+# Cell options: TrainConfig fields (seed comes from the cell) and the corpus to train on.
+OPTIONS = tuple(f for f in TrainConfig.__dataclass_fields__ if f != "seed") + ("corpus", "tokenizer")
+# Default target on the synthetic corpus: this far (nats) above its exact entropy floor.
+SYNTHETIC_TARGET_GAP = 0.1
+
+
+def cell_config(cell) -> tuple[TrainConfig, dict]:
+    """(TrainConfig, corpus options) of a train cell; evaluation every tenth of the run."""
+    from workloads import workload_options
+
+    opts = workload_options(cell, OPTIONS)
+    corpus_opts = {"corpus": opts.pop("corpus", "synthetic"), "tokenizer": opts.pop("tokenizer", "char")}
+    cfg = config_for(cell.spec["name"], seed=cell.seed, **opts)
+    if "eval_interval" not in opts:
+        cfg = replace(cfg, eval_interval=max(1, cfg.steps // 10))
+    return cfg, corpus_opts
+
+
+def memory_estimate(cell) -> dict:
+    cfg, _ = cell_config(cell)
+    return cell.spec_obj().memory_estimate(cfg.batch_size, cell.dtype, "train", cfg.seq_len)
+
+
+def run(backend, cell) -> dict:
+    cfg, corpus_opts = cell_config(cell)
+    corpus = load_corpus(corpus_opts["corpus"], tokenizer=corpus_opts["tokenizer"])
+    floor = corpus.block_floor(cfg.seq_len or backend.spec.block_size)
+    if cfg.target_val_loss is None and floor is not None:
+        cfg = replace(cfg, target_val_loss=floor + SYNTHETIC_TARGET_GAP)
+    metrics = train(backend, corpus, cfg)
+    metrics["corpus"] = corpus.describe()
+    return metrics

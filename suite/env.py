@@ -1,0 +1,120 @@
+"""What machine and code a measurement came from: environment capture, the host
+fingerprint that keys the calibration cache, and the code version in every cell id.
+
+Nothing here imports torch (a NumPy cell must not): GPUs are read with nvidia-smi,
+library versions with importlib.metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARIES = ("numpy", "torch", "triton", "safetensors", "psutil", "ray", "pytest-benchmark")
+
+
+def cache_dir() -> Path:
+    """$GPTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/gptbench, else ~/.cache/gptbench."""
+    if os.environ.get("GPTBENCH_CACHE_DIR"):
+        return Path(os.environ["GPTBENCH_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gptbench"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of this checkout; with uncommitted changes, '<commit>+dirty.<hash>'
+    (hash of the diff) so edited code never reuses a finished cell's id. Outside a
+    checkout: the installed package version."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=10,
+                              check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").decode().strip()
+        diff = git("diff", "HEAD", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return f"gptbench-{_version('gptbench') or 'unknown'}"
+    if diff:
+        return f"{commit}+dirty.{hashlib.sha256(diff).hexdigest()[:8]}"
+    return commit
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def nvidia_gpus() -> list[dict]:
+    """[{name, memory_mb, driver}] from nvidia-smi, [] when there is none."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, mem, driver = (s.strip() for s in line.split(","))
+        gpus.append({"name": name, "memory_mb": int(float(mem)), "driver": driver})
+    return gpus
+
+
+@functools.lru_cache(maxsize=1)
+def capture() -> dict:
+    """The environment of this host, as recorded with every cell."""
+    import psutil
+
+    env = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "ram_mb": psutil.virtual_memory().total // 2**20,
+        "gpus": nvidia_gpus(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "gptbench": _version("gptbench"),
+        "code_version": code_version(),
+    }
+    env["fingerprint"] = fingerprint(env)
+    return env
+
+
+def fingerprint(env: dict) -> str:
+    """Hash of what decides a host's speed: hardware and the numeric libraries. The host
+    name and the code version are left out, so identical boxes share calibration."""
+    key = {k: env[k] for k in ("machine", "cpu_model", "cores_logical", "gpus", "python")}
+    key["ram_gb"] = round(env["ram_mb"] / 1024)
+    key["libraries"] = {k: env["libraries"].get(k) for k in ("numpy", "torch", "triton")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,189 @@
+"""Run one cell in a fresh child process and return its one record, whatever happens.
+
+run_cell is what the Ray task calls. It spawns `python -m suite.cell` in a new session
+(process group) with the thread counts set, then polls: the child's exit (os.wait4), the
+wall clock (timeout: SIGTERM to the group, SIGKILL after a grace), and the RSS of the
+child's process tree against the memory budget (oom: SIGKILL at once, with the peak). A
+child that dies without writing its part of the record (segfault, OOM killer, kill) gets
+one written here. See docs/records.md.
+
+Peak RSS is the kernel's high-water mark of the child's program (VmHWM): reported by the
+child at its end, or the last value polled here if it was killed. wait4's ru_maxrss is
+kept as `ru_maxrss_mb` but is not the peak: Linux carries the parent's high-water mark
+across fork+exec, so a cell spawned by a 400 MB Ray worker would read >= 400 MB.
+
+No RLIMIT_AS: torch, CUDA and OpenBLAS reserve far more address space than they touch,
+so an address-space cap kills healthy cells; polling the resident set measures what the
+host actually loses. Between two polls (10 ms) a cell can overshoot the budget by what
+it allocates in that time; the record's peak shows the overshoot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+from suite import calibrate, env, memory
+from suite.cell import Cell, vm_hwm_mb
+
+SCHEMA_VERSION = 1
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+              "NUMEXPR_NUM_THREADS")
+POLL_S = 0.01
+TREE_EVERY = 10  # polls between scans for grandchildren (compile workers)
+GRACE_S = 3.0
+STDERR_TAIL = 4000
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _maxrss_mb(usage) -> float:
+    return usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
+
+
+def _tree_rss_mb(proc: psutil.Process, kids: list) -> float:
+    total = 0
+    for p in [proc, *kids]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # exited between the scan and now
+            pass
+    return total / 2**20
+
+
+def _kill_group(pgid: int, sig) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _supervise(proc: subprocess.Popen, budget_mb, timeout_s, poll_s):
+    """Wait for proc; kill it on timeout or over budget. Returns (wait status, rusage,
+    killed_for, sampled tree peak MB, last polled VmHWM MB of the child)."""
+    ps = psutil.Process(proc.pid)
+    kids: list = []
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    killed_for, sampled_peak, hwm, n = None, 0.0, None, 0
+    term_sent_at = None
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return status, usage, killed_for, sampled_peak, hwm
+        hwm = vm_hwm_mb(proc.pid) or hwm  # None once the child is a zombie
+        if n % TREE_EVERY == 0:
+            try:
+                kids = ps.children(recursive=True)
+            except psutil.Error:
+                kids = []
+        n += 1
+        rss = _tree_rss_mb(ps, kids)
+        sampled_peak = max(sampled_peak, rss)
+        if killed_for is None and budget_mb and rss > budget_mb:
+            killed_for = "oom"
+            _kill_group(proc.pid, signal.SIGKILL)  # memory is short now: no grace
+        elif killed_for is None and deadline and time.monotonic() > deadline:
+            killed_for, term_sent_at = "timeout", time.monotonic()
+            _kill_group(proc.pid, signal.SIGTERM)
+        elif term_sent_at and time.monotonic() - term_sent_at > GRACE_S:
+            _kill_group(proc.pid, signal.SIGKILL)
+            term_sent_at = None
+        time.sleep(poll_s)
+
+
+def _died_without_record(status: int, killed_for, budget_mb, timeout_s, peak_mb) -> dict:
+    if killed_for == "oom":
+        return {"status": "oom", "reason": f"resident memory passed the budget of {budget_mb:.0f} MB "
+                                           f"(peak {peak_mb:.1f} MB); killed"}
+    if killed_for == "timeout":
+        return {"status": "timeout", "reason": f"no result within the timeout of {timeout_s:g} s; killed"}
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL:
+            return {"status": "oom", "reason": f"killed by SIGKILL, not by the runner (peak {peak_mb:.1f} MB): "
+                                               "on Linux that is the kernel OOM killer when the host runs out "
+                                               "of memory"}
+        return {"status": "crash", "reason": f"killed by signal {signal.Signals(sig).name}"}
+    return {"status": "crash", "reason": f"exited with code {os.WEXITSTATUS(status)} without writing a record"}
+
+
+def _child_env(threads: int, extra: dict | None) -> dict:
+    child = {**os.environ, **(extra or {})}
+    for var in THREAD_ENV:
+        child[var] = str(threads)
+    repo = str(env.REPO)  # `python -m suite.cell` works from any cwd, installed or not
+    child["PYTHONPATH"] = os.pathsep.join(p for p in (repo, child.get("PYTHONPATH")) if p)
+    return child
+
+
+def run_cell(cell: Cell, budget_mb: float | None = None, timeout_s: float | None = 600,
+             gpu_budget_mb: float | None = None, threads: int | None = None, extra_env: dict | None = None,
+             poll_s: float = POLL_S) -> dict:
+    """Measure `cell` in a child process; return its record (docs/records.md).
+
+    budget_mb: the host's RAM budget for the cell's process tree (None: no limit).
+    gpu_budget_mb: the host's VRAM budget; a bigger card is capped at it.
+    threads: BLAS/OpenMP/torch threads, unless the cell's options fix them (default: all cores)."""
+    host = env.capture()
+    threads = int(cell.options.get("threads") or threads or os.cpu_count() or 1)
+    record = {"schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id(), **cell.to_dict(),
+              "code_version": env.code_version(), "status": None, "reason": None, "traceback": None,
+              "metrics": {}, "budget_mb": budget_mb, "gpu_budget_mb": gpu_budget_mb, "timeout_s": timeout_s,
+              "threads": threads, "host_fingerprint": host["fingerprint"], "host": host}
+    record.update(memory.estimate_fields(cell))
+    peak_flops = None
+    try:
+        cal = calibrate.ensure(cell.device)
+        peak_flops = calibrate.peak_flops(cal, cell.device, cell.dtype)
+    except Exception as e:  # noqa: BLE001 -- no calibration means no MFU, not no cell
+        record["calibration_error"] = f"{type(e).__name__}: {e}"
+
+    with tempfile.TemporaryDirectory(prefix="gptbench-cell-") as tmp:
+        payload_path, record_path = Path(tmp, "payload.json"), Path(tmp, "record.json")
+        payload_path.write_text(json.dumps({"cell": cell.to_dict(), "threads": threads,
+                                            "gpu_budget_mb": gpu_budget_mb, "peak_flops_per_s": peak_flops}))
+        record["started"] = _now()
+        t0 = time.perf_counter()
+        with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
+                                    stdout=out, stderr=err, env=_child_env(threads, extra_env),
+                                    start_new_session=True)
+            status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, budget_mb, timeout_s, poll_s)
+        record["wall_s"] = time.perf_counter() - t0
+        record["ended"] = _now()
+        _kill_group(proc.pid, signal.SIGKILL)  # helpers the child left behind (compile workers)
+        record.update(peak_rss_mb=polled_hwm, peak_rss_sampled_mb=sampled_mb, ru_maxrss_mb=_maxrss_mb(usage),
+                      exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                      signal=signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
+                      stderr_tail=Path(tmp, "stderr").read_bytes()[-STDERR_TAIL:].decode(errors="replace"))
+        child = json.loads(record_path.read_text()) if record_path.exists() and not killed_for else None
+
+    if child is None:
+        if record["peak_rss_mb"] is None:  # no /proc: the inflated bound is all there is
+            record["peak_rss_mb"] = record["ru_maxrss_mb"]
+        peak_mb = max(record["peak_rss_mb"], sampled_mb)
+        record.update(_died_without_record(status, killed_for, budget_mb, timeout_s, peak_mb))
+        if record["status"] == "crash":
+            record["traceback"] = record["stderr_tail"]
+    else:
+        record.update(child)
+        # VmHWM at the child's end, or later at the last poll (teardown allocates too)
+        record["peak_rss_mb"] = max(record.pop("child_rss_peak_mb"), polled_hwm or 0.0)
+        peak_mb = max(record["peak_rss_mb"], sampled_mb)
+        if budget_mb and peak_mb > budget_mb and record["status"] == "ok":
+            # finished between two polls, but the host would not have had the memory
+            record.update(status="oom", reason=f"peak RSS {peak_mb:.1f} MB passed the budget of {budget_mb:.0f} MB")
+    est = record.get("memory_estimate_mb")
+    record["memory_ratio"] = record["peak_rss_mb"] / est if est else None
+    return record

@@ -1,0 +1,83 @@
+"""The command line as a user meets it: real processes, exit codes, one-paragraph errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from suite.cli import main
+
+
+def gptbench(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "suite", *args], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def assert_clean_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gptbench "), proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr
+
+
+def test_check_numpy_prints_a_line_per_tensor_and_passes():
+    proc = gptbench("check", "numpy", "--samples", "4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert sum(" ok" in ln for ln in lines) == 28 and lines[-1] == "PASS: 28/28 tensors"
+
+
+def test_train_then_generate_from_the_saved_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "30", "--out", str(out), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "ok" and len(record["losses"]) == 30 and record["tokens_per_s"] > 0
+    assert record["entropy_floor"] == pytest.approx(0.7536, abs=1e-3)
+    assert (out / "record.json").is_file()
+    assert main(["generate", "--weights", str(out / "weights.safetensors"), "--prompt", "abc",
+                 "--max-new-tokens", "25", "--temperature", "0.8", "--top-k", "4", "--json"]) == 0
+    gen = json.loads(capsys.readouterr().out)
+    assert gen["text"].startswith("abc") and len(gen["text"]) == 28 and set(gen["text"]) <= set("abcdefgh")
+
+
+def test_diverged_training_exits_nonzero_with_the_status(capsys):
+    with pytest.warns(RuntimeWarning):
+        code = main(["train", "--steps", "10", "--lr", "1e30", "--json"])
+    assert code == 1 and json.loads(capsys.readouterr().out)["status"] == "diverged"
+
+
+def test_bad_input_gets_one_paragraph_not_a_traceback(tmp_path):
+    assert_clean_error(gptbench("train", "--spec", "gpt5"), "unknown spec preset 'gpt5'", "shakespeare-char")
+    assert_clean_error(gptbench("train", "--spec", '{"vocab_size": 8, "block_size": 8, "n_layer": 1, '
+                                '"n_head": 3, "n_embd": 16}'), "divisible by n_head")
+    env = {**os.environ, "GPTBENCH_DATA_DIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "c")}
+    assert_clean_error(gptbench("train", "--corpus", "shakespeare", env=env), "Looked in", str(tmp_path))
+    assert_clean_error(gptbench("train", "--corpus", str(tmp_path / "missing.txt")), "does not exist")
+    assert_clean_error(gptbench("generate", "--prompt", "hello!"), "outside the saved vocabulary")
+    assert_clean_error(gptbench("train", "--backend", "nosuch"), "unknown backend 'nosuch'")
+    # weights made for tiny, loaded as another spec
+    w = tmp_path / "w"
+    assert gptbench("train", "--steps", "2", "--out", str(w)).returncode == 0
+    assert_clean_error(gptbench("generate", "--weights", str(w / "weights.safetensors"), "--spec", "lumgpt",
+                                "--prompt", "ab"), "does not match spec 'lumgpt'", "wrong shape")
+
+
+def test_lumgpt_trains_with_numpy_under_150_mb_and_without_torch():
+    # the child's own peak RSS as the kernel counts it (VmHWM). Not wait4's ru_maxrss: after
+    # fork+exec that keeps the spawning process's high-water mark (here, pytest's).
+    code = ("import sys, json; from suite.cli import main; rc = main(['train', '--spec', 'lumgpt', "
+            "'--steps', '6', '--json']); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'rc': rc, 'peak_kb': int(hwm)}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    lines = proc.stdout.strip().splitlines()
+    record, tail = json.loads(lines[0]), json.loads(lines[-1])
+    assert proc.returncode == 0 and record["status"] == "ok"
+    assert tail["torch"] is False and tail["rc"] == 0
+    peak_mb = tail["peak_kb"] / 1024
+    print(f"lumgpt numpy float32 training peak RSS: {peak_mb:.1f} MB")
+    assert 30 < peak_mb < 150

@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+
+from suite.data import (BatchSampler, ByteTokenizer, CharTokenizer, MarkovSource, find_shakespeare,
+                        load_corpus, load_tokenizer, save_tokenizer)
+from suite.errors import DataError
+
+
+def test_char_tokenizer_round_trip_and_saved_vocab(tmp_path):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak."
+    tok = CharTokenizer.from_text(text)
+    ids = tok.encode(text)
+    assert ids.dtype == np.int64 and ids.max() == tok.vocab_size - 1
+    assert tok.decode(ids) == text
+    again = load_tokenizer(save_tokenizer(tok, tmp_path / "vocab.json"))
+    np.testing.assert_array_equal(again.encode(text), ids)
+
+
+def test_text_outside_the_vocab_is_a_clear_error():
+    tok = CharTokenizer("abc ")
+    with pytest.raises(DataError) as e:
+        tok.encode("a cab!? z")
+    msg = str(e.value)
+    assert "3 character(s) outside" in msg and "'!?z'" in msg and "position 5" in msg
+
+
+def test_byte_tokenizer_handles_any_text():
+    tok = ByteTokenizer()
+    text = "naïve café — ok"
+    ids = tok.encode(text)
+    assert len(ids) == len(text.encode("utf-8")) and tok.decode(ids) == text
+
+
+def test_tiny_shakespeare_from_the_data_dir(shakespeare_path):
+    corpus = load_corpus("shakespeare")
+    assert len(corpus.text) == 1_115_394 and corpus.tokenizer.vocab_size == 65
+    assert corpus.train.size + corpus.val.size == 1_115_394
+    assert corpus.val.size == 111_539  # the last 10%, as nanoGPT
+    assert corpus.tokenizer.decode(corpus.train[:14]) == "First Citizen:"
+    assert load_corpus(str(shakespeare_path), tokenizer="byte").tokenizer.vocab_size == 256
+
+
+def test_missing_corpus_names_every_place_looked(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPTBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as e:
+        find_shakespeare()
+    msg = str(e.value)
+    assert str(tmp_path / "data" / "tinyshakespeare.txt") in msg
+    assert str(tmp_path / "cache" / "gptbench" / "data" / "tinyshakespeare.txt") in msg
+    assert "curl" in msg and "--corpus synthetic" in msg
+    with pytest.raises(DataError, match="does not exist"):
+        load_corpus(str(tmp_path / "nope.txt"))
+
+
+def test_sampler_is_seeded_and_targets_are_shifted_inputs():
+    data = np.arange(1000)
+    a, b = BatchSampler(data, 4, 16, seed=3), BatchSampler(data, 4, 16, seed=3)
+    for _ in range(3):
+        (xa, ya), (xb, yb) = a.next(), b.next()
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, xa + 1)
+        assert xa.shape == (4, 16) and xa.dtype == np.int64
+    assert not np.array_equal(BatchSampler(data, 4, 16, seed=4).next()[0], xa)
+
+
+def test_entropy_rate_of_a_two_state_chain_matches_the_closed_form():
+    src = MarkovSource(alphabet_size=2, order=1, alpha=1.0, seed=0)
+    (p, q) = src.P[0, 1], src.P[1, 0]  # switch probabilities
+    pi0 = q / (p + q)
+
+    def h(x):
+        return -x * math.log(x) - (1 - x) * math.log(1 - x)
+
+    assert src.entropy_rate == pytest.approx(pi0 * h(p) + (1 - pi0) * h(q), rel=1e-12)
+    # the first target (one letter of context) already sees the whole state
+    assert src.block_floor(8) == pytest.approx(src.entropy_rate, rel=1e-12)
+
+
+def test_order_two_floor_counts_the_short_first_context():
+    src = MarkovSource()  # the embedded default: 8 letters, order 2
+    ents = src.position_entropies(16)
+    h = src.entropy_rate
+    assert ents[0] > h and np.allclose(ents[1:], h)  # only target 0 lacks a full context
+    assert src.block_floor(16) == pytest.approx((ents[0] + 15 * h) / 16)
+    assert 0.3 < h < math.log(8)
+
+
+def test_true_source_scores_its_entropy_on_a_long_sample():
+    # law of large numbers: the source's own mean log-loss on its samples -> block floor
+    src = MarkovSource()
+    tok = CharTokenizer(src.alphabet)
+    ids = tok.encode(src.sample(400_000, seed=11))
+    x, y = BatchSampler(ids, 2000, 16, seed=0).next()
+    losses = [src.oracle_loss(x[i:i + 1], y[i:i + 1]) for i in range(0, 2000, 1)]
+    se = np.std(losses) / math.sqrt(len(losses))
+    assert abs(np.mean(losses) - src.block_floor(16)) < 4 * se
+
+
+def test_synthetic_corpus_needs_no_file_and_is_reproducible():
+    a, b = load_corpus("synthetic"), load_corpus("synthetic")
+    assert a.text == b.text and len(a.text) == 200_000 and a.tokenizer.vocab_size == 8
+    assert a.describe()["entropy_rate"] == pytest.approx(MarkovSource().entropy_rate)

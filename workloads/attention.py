@@ -1,0 +1,221 @@
+"""Attention op benchmark: causal self-attention forward, backward and both, per provider.
+
+A provider is one implementation of the op (the cell's `backend` names it):
+  numpy  backends/numpy_ref attention_forward/backward (the reference)
+  math   explicit torch: softmax(mask(q k^T / sqrt(D))) v, autograd backward
+  sdpa   torch.nn.functional.scaled_dot_product_attention(is_causal=True)
+Add one by a PROVIDERS entry "name": "module:Class" (the Triton backend adds 'triton'); a
+class has name, unavailable(device, dtype) and prepare(q, k, v, dout, dtype, device),
+which returns an object with forward(), backward(), fwd_bwd(), sync() and output().
+
+FLOPs follow FlashAttention's convention: causal forward 4·B·H·T²·D / 2 (two GEMMs,
+half the square), backward 2.5x forward. Every configuration's forward output is checked
+against the float64 reference on its first (batch, head) slice: max_abs_err.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+
+import numpy as np
+
+from suite.spec import DTYPE_BYTES
+from workloads import Unavailable, workload_options
+
+PROVIDERS = {
+    "numpy": "workloads.attention:NumpyAttention",
+    "math": "workloads.attention:TorchMathAttention",
+    "sdpa": "workloads.attention:TorchSDPAAttention",
+}
+PASSES = ("forward", "backward", "fwd_bwd")
+BWD_OVER_FWD = 2.5
+
+
+def causal_flops(B: int, H: int, T: int, D: int, kind: str) -> float:
+    fwd = 4 * B * H * T * T * D / 2
+    return {"forward": fwd, "backward": BWD_OVER_FWD * fwd, "fwd_bwd": (1 + BWD_OVER_FWD) * fwd}[kind]
+
+
+def provider(name: str):
+    if name not in PROVIDERS:
+        raise Unavailable(f"no attention provider {name!r}; known: {', '.join(PROVIDERS)}")
+    module, _, cls = PROVIDERS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+# --- providers ----------------------------------------------------------------------------
+class NumpyAttention:
+    name = "numpy"
+
+    def unavailable(self, device, dtype):
+        if device != "cpu" or dtype not in ("float32", "float64"):
+            return f"numpy attention runs on cpu in float32/float64, not {device}/{dtype}"
+        return None
+
+    def prepare(self, q, k, v, dout, dtype, device):
+        from backends.numpy_ref import attention_backward, attention_forward
+
+        q, k, v, dout = (a.astype(dtype) for a in (q, k, v, dout))
+        cache = attention_forward(q, k, v)[1]
+
+        class Passes:
+            def forward(self):
+                return attention_forward(q, k, v)
+
+            def backward(self):
+                return attention_backward(dout, cache)
+
+            def fwd_bwd(self):
+                return attention_backward(dout, attention_forward(q, k, v)[1])
+
+            def sync(self):
+                pass
+
+            def output(self):
+                return attention_forward(q, k, v)[0].astype(np.float64)
+
+        return Passes()
+
+
+class _TorchAttention:
+    def unavailable(self, device, dtype):
+        try:
+            import torch
+        except ImportError:
+            return "torch is not installed"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            return "no CUDA device visible to torch"
+        if not hasattr(torch, dtype):
+            return f"torch has no dtype {dtype!r}"
+        return None
+
+    def op(self, q, k, v):
+        raise NotImplementedError
+
+    def prepare(self, q, k, v, dout, dtype, device):
+        import torch
+
+        def tensor(a, grad):
+            return torch.tensor(a, dtype=getattr(torch, dtype), device=device, requires_grad=grad)
+
+        q, k, v = (tensor(a, True) for a in (q, k, v))
+        dout = tensor(dout, False)
+        op = self.op
+        retained = op(q, k, v)  # a graph kept for timing backward alone
+
+        class Passes:
+            def forward(self):
+                with torch.no_grad():
+                    return op(q, k, v)
+
+            def backward(self):
+                retained.backward(dout, retain_graph=True)
+
+            def fwd_bwd(self):
+                op(q, k, v).backward(dout)
+
+            def sync(self):
+                if q.is_cuda:
+                    torch.cuda.synchronize()
+
+            def output(self):
+                return self.forward().double().cpu().numpy()
+
+        return Passes()
+
+
+class TorchMathAttention(_TorchAttention):
+    name = "math"
+
+    def op(self, q, k, v):
+        import torch
+
+        T, D = q.shape[-2], q.shape[-1]
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))  # (B, H, T, T)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        return att.masked_fill(mask, float("-inf")).softmax(dim=-1) @ v  # (B, H, T, D)
+
+
+class TorchSDPAAttention(_TorchAttention):
+    name = "sdpa"
+
+    def op(self, q, k, v):
+        import torch.nn.functional as F
+
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+# --- the workload ---------------------------------------------------------------------------
+def options(cell) -> dict:
+    spec = cell.spec
+    defaults = {"batch_size": 8, "n_head": spec["n_head"], "seq_lens": [spec["block_size"]],
+                "head_dims": [spec["n_embd"] // spec["n_head"]], "passes": list(PASSES), "repeats": 10,
+                "warmup": 2}
+    return {**defaults, **workload_options(cell, defaults)}
+
+
+def memory_estimate(cell) -> dict:
+    """q, k, v, out, their grads and dout (9 B·H·T·D) and about three T x T score arrays
+    per head (scores, probabilities, their gradient), at the largest T and D."""
+    o = options(cell)
+    nbytes = DTYPE_BYTES[cell.dtype]
+    B, H, T, D = o["batch_size"], o["n_head"], max(o["seq_lens"]), max(o["head_dims"])
+    est = {"activations": 9 * B * H * T * D * nbytes, "scores": 3 * B * H * T * T * nbytes,
+           "reference_check": 3 * T * T * 8}
+    est["total"] = sum(est.values())
+    return est
+
+
+def prepare(cell):
+    p = provider(cell.backend)
+    reason = p.unavailable(cell.device, cell.dtype)
+    if reason:
+        raise Unavailable(reason)
+    return lambda: p
+
+
+def _time_ms(fn, sync, warmup: int, repeats: int) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return np.asarray(out)
+
+
+def bench(prov, B: int, H: int, T: int, D: int, dtype: str, device: str, passes=PASSES, repeats: int = 10,
+          warmup: int = 2, seed: int = 0) -> list[dict]:
+    """Rows of one (B, H, T, D): a row per pass, times in ms, rate in TFLOP/s."""
+    from backends.numpy_ref import attention_forward
+
+    rng = np.random.default_rng(seed)
+    q, k, v, dout = (rng.standard_normal((B, H, T, D)) for _ in range(4))  # (B, H, T, D) float64
+    run = prov.prepare(q, k, v, dout, dtype, device)
+    ref = attention_forward(q[:1, :1], k[:1, :1], v[:1, :1])[0]  # (1, 1, T, D), float64
+    err = float(np.abs(run.output()[:1, :1] - ref).max())
+    rows = []
+    for kind in passes:
+        ms = _time_ms(getattr(run, kind), run.sync, warmup, repeats)
+        q1, med, q3 = np.percentile(ms, [25, 50, 75])
+        flops = causal_flops(B, H, T, D, kind)
+        rows.append({"provider": prov.name, "B": B, "H": H, "T": T, "D": D, "pass": kind,
+                     "ms_median": float(med), "ms_iqr": float(q3 - q1), "flops": flops,
+                     "flops_per_s": flops / (med / 1e3), "tflops_per_s": flops / (med / 1e3) / 1e12,
+                     "max_abs_err": err})
+    return rows
+
+
+def run(prov, cell) -> dict:
+    o = options(cell)
+    rows = []
+    for T in o["seq_lens"]:
+        for D in o["head_dims"]:
+            rows += bench(prov, o["batch_size"], o["n_head"], T, D, cell.dtype, cell.device, o["passes"],
+                          o["repeats"], o["warmup"], cell.seed)
+    return {"rows": rows, "max_abs_err": max(r["max_abs_err"] for r in rows)}
