@@ -91,17 +91,18 @@ class Report:
         return next((r for r in self.rows if not r.ok), None)
 
     def to_dict(self) -> dict:
+        """Plain JSON types; inf and NaN as strings (JSON has neither)."""
         first = self.first_failure
-        return {
+        return _plain({
             "backend": self.backend, "spec": self.spec, "device": self.device, "dtype": self.dtype,
             "reference": "numpy float64", **self.settings, "ok": self.ok,
             "first_failure": None if first is None else first.name,
             "notes": self.notes,
             "rows": [{**asdict(r), "tol": asdict(r.tol)} for r in self.rows],
-        }
+        })
 
     def to_json(self) -> str:
-        return json.dumps(_plain(self.to_dict()), indent=2, allow_nan=False)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def to_text(self) -> str:
         s = self.settings

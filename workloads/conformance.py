@@ -22,9 +22,10 @@ import numpy as np
 from backends import numpy_ref as ref
 from backends.numpy_ref import NumpyBackend
 from suite.data import BatchSampler, MarkovSource, load_corpus
-from suite.report_card import Report, compare, failed_row
+from suite.report_card import Report, compare, describe, failed_row
 from suite.tolerances import tolerance
 from suite.weights import init_params
+from workloads import workload_options
 from workloads.train import config_for
 
 LEVELS = ("ops", "step0", "trajectory")
@@ -185,9 +186,26 @@ def run_ladder(backend, name: str | None = None, seed: int = 0, steps: int = DEF
     return report
 
 
-def run(backend, cell: dict) -> dict:
-    """Workload entry: the report card as a record (status ok or nonconformant)."""
-    opts = cell.get("options", {})
-    report = run_ladder(backend, cell.get("backend"), cell.get("seed", 0), opts.get("steps", DEFAULT_STEPS),
+# --- the cell entry (workloads/__init__.py) ----------------------------------------------
+OPTIONS = ("steps", "batch_size")
+
+
+def memory_estimate(cell) -> dict:
+    """The backend under test and the float64 reference, both training the ladder's batch."""
+    batch = workload_options(cell, OPTIONS).get("batch_size", DEFAULT_BATCH)
+    spec = cell.spec_obj()
+    est = {"backend": spec.memory_estimate(batch, cell.dtype, "train")["total"],
+           "reference": spec.memory_estimate(batch, "float64", "train")["total"]}
+    est["total"] = sum(est.values())
+    return est
+
+
+def run(backend, cell) -> dict:
+    """The report card as metrics: status ok, or nonconformant with the first divergence."""
+    opts = workload_options(cell, OPTIONS)
+    report = run_ladder(backend, cell.backend, cell.seed, opts.get("steps", DEFAULT_STEPS),
                         opts.get("batch_size", DEFAULT_BATCH))
-    return {"workload": "conformance", "status": "ok" if report.ok else "nonconformant", **report.to_dict()}
+    metrics = {"status": "ok" if report.ok else "nonconformant", **report.to_dict()}
+    if not report.ok:
+        metrics["reason"] = describe(report.first_failure)
+    return metrics
