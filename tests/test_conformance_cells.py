@@ -24,8 +24,7 @@ def test_a_broken_backend_is_nonconformant_with_the_tensor_in_the_reason():
 
 
 def test_a_train_cell_gated_by_conformance_trains_after_passing():
-    rec = run_cell(Cell.make("compile", "train", "tiny", options={"steps": 4, "batch_size": 8, "gate": "conformance"}),
-                   timeout_s=300)
+    rec = run_cell(Cell.make("torch", "train", "tiny", options={"steps": 4, "gate": "conformance"}), timeout_s=300)
     assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
-    assert rec["gate"]["status"] == "ok" and rec["gate"]["backend"] == "compile"
-    assert rec["metrics"]["compile_s"] > 0.5 and len(rec["metrics"]["losses"]) == 4
+    assert rec["gate"]["status"] == "ok" and rec["gate"]["backend"] == "torch" and rec["gate"]["steps"] == 50
+    assert len(rec["metrics"]["losses"]) == 4

@@ -4,14 +4,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from backends.numpy_ref import NumpyBackend
 from backends.torch_compile import CompileBackend
 from backends.torch_eager import TorchBackend
+from suite.cell import Cell
 from suite.cli import main
 from suite.data import load_corpus
 from suite.spec import preset
 from suite.tolerances import tolerance
+from workloads import train as train_workload
 from workloads.train import config_for, train
 
 SPEC = preset("tiny")
@@ -46,8 +49,11 @@ def test_numpy_torch_and_compile_trajectories_agree_over_50_steps(compiled):
 
 
 def test_compile_time_is_recorded_apart_from_step_time():
-    model = CompileBackend(SPEC, dtype="float32")  # fresh: it compiles in the first step
-    record = train(model, load_corpus("synthetic", synthetic_chars=20_000), config_for("tiny", steps=6, batch_size=8))
-    assert model.compile_s > 0.5  # tracing and Inductor's C++ take seconds, even from its cache
-    assert record["step_ms"][0] >= 1e3 * model.compile_s  # the first step holds the compile...
-    assert np.median(record["step_ms"][2:]) < 1e3 * model.compile_s / 5  # ...and the others none
+    torch.compiler.reset()  # compiled graphs are shared between instances: start from none
+    model = CompileBackend(SPEC, dtype="float32")
+    cell = Cell.make("compile", "train", "tiny", options={"steps": 6, "batch_size": 8})
+    m = train_workload.run(model, cell)
+    # tracing alone takes a tenth of a second, even when Inductor's on-disk cache has the code
+    assert m["compile_s"] == model.compile_s > 0.05
+    assert m["step_ms"][0] >= 1e3 * model.compile_s  # the first step holds the compile...
+    assert np.median(m["step_ms"][2:]) < 1e3 * model.compile_s  # ...and the others none
