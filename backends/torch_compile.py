@@ -57,5 +57,9 @@ class CompileBackend(TorchBackend):
 
     def forward(self, idx, targets=None):
         if targets is None:
-            self._warm(("eval", idx.shape), lambda: super(CompileBackend, self).forward(idx))
+            self._warm(("logits", idx.shape), lambda: super(CompileBackend, self).forward(idx))
         return super().forward(idx, targets)
+
+    def loss(self, idx, targets):
+        self._warm(("loss", idx.shape), lambda: super(CompileBackend, self).loss(idx, targets))
+        return super().loss(idx, targets)

@@ -178,6 +178,12 @@ class TorchBackend(Backend):
         logits, self._loss = self._loss_of(idx, targets)
         return self._numpy(logits), float(self._loss.detach())
 
+    def loss(self, idx, targets):
+        """Evaluation: no graph kept."""
+        with torch.no_grad(), self._autocast():
+            _, loss = self.model(self._ids(idx), self._ids(targets))
+        return float(loss)
+
     def backward(self):
         if self._loss is None:
             raise RuntimeError("backward() needs a forward(idx, targets) first")
