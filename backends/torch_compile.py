@@ -33,18 +33,19 @@ class CompileBackend(TorchBackend):
             raise ValueError(f"torch.compile mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         self.model = torch.compile(self.module, mode=mode)
-        self.compile_s = 0.0  # wall time spent compiling, summed over the shapes met
-        self._compiled = set()
+        self.compile_s = 0.0  # wall time spent compiling, summed over the graphs below
+        self.compile_s_by_graph: dict[str, float] = {}  # e.g. "train (8, 16)": seconds
 
-    def _warm(self, key, run):
-        """Compile for a new (shape, grad) key by running `run` once, timed apart."""
-        if key in self._compiled:
+    def _warm(self, kind, shape, run):
+        """Compile the graph of a new (kind, shape) by running `run` once, timed apart."""
+        key = f"{kind} {tuple(shape)}"
+        if key in self.compile_s_by_graph:
             return
         t0 = time.perf_counter()
         run()
         self.sync()
-        self.compile_s += time.perf_counter() - t0
-        self._compiled.add(key)
+        self.compile_s_by_graph[key] = time.perf_counter() - t0
+        self.compile_s += self.compile_s_by_graph[key]
 
     def _loss_of(self, x, y):
         def compile_train():
@@ -52,14 +53,14 @@ class CompileBackend(TorchBackend):
             loss.backward()  # compiles the backward graph too; these gradients are dropped
             self._zero_grads()
 
-        self._warm(("train", x.shape), compile_train)
+        self._warm("train", x.shape, compile_train)
         return super()._loss_of(x, y)
 
     def forward(self, idx, targets=None):
         if targets is None:
-            self._warm(("logits", idx.shape), lambda: super(CompileBackend, self).forward(idx))
+            self._warm("logits", idx.shape, lambda: super(CompileBackend, self).forward(idx))
         return super().forward(idx, targets)
 
     def loss(self, idx, targets):
-        self._warm(("loss", idx.shape), lambda: super(CompileBackend, self).loss(idx, targets))
+        self._warm("loss", idx.shape, lambda: super(CompileBackend, self).loss(idx, targets))
         return super().loss(idx, targets)
