@@ -20,7 +20,6 @@ against the float64 reference on its first (batch, head) slice: max_abs_err.
 from __future__ import annotations
 
 import importlib
-import math
 import time
 
 import numpy as np
@@ -138,22 +137,19 @@ class _TorchAttention:
 class TorchMathAttention(_TorchAttention):
     name = "math"
 
-    def op(self, q, k, v):
-        import torch
+    def op(self, q, k, v):  # the very function the torch backend runs with attention="math"
+        from backends.torch_eager import math_attention
 
-        T, D = q.shape[-2], q.shape[-1]
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))  # (B, H, T, T)
-        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-        return att.masked_fill(mask, float("-inf")).softmax(dim=-1) @ v  # (B, H, T, D)
+        return math_attention(q, k, v)
 
 
 class TorchSDPAAttention(_TorchAttention):
     name = "sdpa"
 
-    def op(self, q, k, v):
-        import torch.nn.functional as F
+    def op(self, q, k, v):  # the torch backend's default attention
+        from backends.torch_eager import sdpa_attention
 
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return sdpa_attention(q, k, v)
 
 
 class _PinnedSDPA(_TorchAttention):

@@ -6,8 +6,6 @@ import pytest
 from conftest import DEVICE
 
 import backends
-
-pytest.importorskip("backends.torch_eager", reason="the torch backend comes with issue 3")
 from backends.torch_eager import TorchBackend
 from backends.triton_attn import TritonBackend
 from suite.spec import PRESETS

@@ -10,7 +10,6 @@ import pytest
 from conftest import DEVICE
 
 pytest.importorskip("triton", reason="the Triton kernels need pip install 'gptbench[triton]'")
-pytest.importorskip("backends.torch_eager", reason="the torch backend and `gptbench check` come with issue 3")
 
 
 @pytest.mark.parametrize("dtype", ("float32", "float16"))
