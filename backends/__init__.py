@@ -7,6 +7,8 @@ load(name) finds a backend class by built-in name, by entry point (group
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from suite.errors import BackendError
 
@@ -14,6 +16,9 @@ from suite.errors import BackendError
 # cell on a low-RAM box never imports torch.
 BUILTIN = {
     "numpy": "backends.numpy_ref:NumpyBackend",
+    "torch": "backends.torch_eager:TorchBackend",
+    "compile": "backends.torch_compile:CompileBackend",
+    "triton": "backends.triton_attn:TritonBackend",
 }
 
 ENTRY_POINT_GROUP = "gptbench.backends"
@@ -36,6 +41,8 @@ def load(name_or_path: str):
         target = BUILTIN[name_or_path]
     elif ":" in name_or_path:
         target = name_or_path
+        if os.getcwd() not in sys.path:  # the `gptbench` script, unlike `python -m`, does not
+            sys.path.append(os.getcwd())  # look in the current directory: a local file is found
     else:
         eps = _entry_points()
         if name_or_path not in eps:

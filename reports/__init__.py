@@ -1,0 +1,24 @@
+"""HTML reports of a run directory (docs/reports.md): one self-contained offline page with
+status, loss, throughput, MFU, memory, attention, conformance, samples and environment;
+a comparison of two runs; exports of the records as CSV and Parquet.
+
+Needs the `report` extra (pandas, plotly, pyarrow); nothing here is imported by a cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_report(run_dir, out_path=None, compare=None) -> Path:
+    """Write the report of run_dir (with a comparison against run `compare`, its B, first) and
+    return its path. Default: RUN_DIR/report.html, or RUN_DIR/compare-<B's name>.html."""
+    from reports.report import build
+
+    run_dir = Path(run_dir)
+    if out_path is None:
+        name = "report.html" if compare is None else f"compare-{Path(compare).resolve().name}.html"
+        out_path = run_dir / name
+    out_path = Path(out_path)
+    out_path.write_text(build(run_dir, compare), encoding="utf-8")
+    return out_path

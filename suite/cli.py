@@ -62,19 +62,30 @@ def cmd_backends(args) -> int:
 
 # --- gptbench check -----------------------------------------------------------------------
 def cmd_check(args) -> int:
+    """Exit 0 pass, 1 fail, 2 unavailable here. The reference itself (numpy, float64) is
+    checked by finite differences; every other backend runs the conformance ladder."""
     import backends
+    from backends.numpy_ref import NumpyBackend
 
     cls = backends.load(args.backend)
     reason = cls.unavailable(args.device, args.dtype)
     if reason:
         print(f"{args.backend}: unavailable here: {reason}", file=sys.stderr)
         return 2
-    if cls.__module__ != "backends.numpy_ref":
-        raise GptbenchError(f"conformance checking of {args.backend!r} against the reference needs "
-                            "workloads/conformance.py, which this version does not have yet.")
+    spec = _spec(args.spec)
+    if cls is NumpyBackend and args.dtype == "float64":
+        return _check_finite_differences(args, spec)
+    from workloads.conformance import run_ladder
+
+    report = run_ladder(cls(spec, device=args.device, dtype=args.dtype), name=args.backend, seed=args.seed,
+                        steps=args.steps, batch_size=args.batch_size)
+    print(report.to_json() if args.json else report.to_text())
+    return 0 if report.ok else 1
+
+
+def _check_finite_differences(args, spec) -> int:
     from workloads.gradcheck import REL_TOL, gradcheck
 
-    spec = _spec(args.spec)
     rows = gradcheck(spec, seed=args.seed, samples=None if args.full else args.samples, perturb=0.1)
     ok = all(r.ok for r in rows)
     if args.json:
@@ -317,6 +328,18 @@ def cmd_sim(args) -> int:
     return 0
 
 
+# --- gptbench report -------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    import reports
+    from reports.export import export
+
+    out = reports.write_report(args.run_dir, args.output, compare=args.compare)
+    print(f"wrote {out}")
+    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
+        print(f"wrote {path}")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from suite import __version__
@@ -336,14 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_backends)
 
-    s = sub.add_parser("check", help="prove a backend computes the reference's function")
-    s.add_argument("backend")
+    s = sub.add_parser("check", help="prove a backend computes the reference's function",
+                       description="Exit status: 0 pass, 1 fail, 2 unavailable here.")
+    s.add_argument("backend", help="a built-in name, an installed plugin's name, or package.module:Class")
     device_flags(s)
     s.set_defaults(dtype="float64")
     s.add_argument("--spec", default="tiny")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--samples", type=int, default=32, help="elements checked per tensor (numpy)")
-    s.add_argument("--full", action="store_true", help="check every element (numpy)")
+    s.add_argument("--steps", type=int, default=50, help="AdamW steps of the trajectory level")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--samples", type=int, default=32, help="elements checked per tensor (numpy float64)")
+    s.add_argument("--full", action="store_true", help="check every element (numpy float64)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check)
 
@@ -380,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
-    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider numpy, math, sdpa)")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider, see workloads/attention.py: numpy, math, sdpa, sdpa-flash, ..., triton)")
     s.add_argument("--workload", default="train", help="train, generate or attention")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
@@ -416,6 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
     s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
     s.set_defaults(func=cmd_sim)
+    return 0
+
+
+    s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
+    s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
+    s.add_argument("-o", "--output", default=None, help="HTML file (default: RUN_DIR/report.html)")
+    s.add_argument("--compare", default=None, metavar="RUN_B",
+                   help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
+    s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
+    s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
     s.add_argument("input")

@@ -80,17 +80,17 @@ def _run_with_bar(mx, store, code_version):
 
 
 def report(run_dir: Path) -> None:
-    """The HTML report when the reports package provides one, else a summary table."""
+    """A summary table (job logs show it), then the HTML report (reports/)."""
+    summary(run_dir)
     try:
         from reports import write_report
-    except ImportError:
-        write_report = None
-    if write_report:
-        path = run_dir / "report.html"
-        write_report(run_dir, path)
-        print(f"report: {path}")
+
+        path = write_report(run_dir, run_dir / "report.html")
+    except ImportError as e:  # the driver may lack the report extra (pandas, plotly)
+        print(f"no HTML report: {e}; `pip install gptbench[report]`, then `gptbench report {run_dir}`",
+              file=sys.stderr)
         return
-    summary(run_dir)
+    print(f"report: {path}")
 
 
 def summary(run_dir: Path) -> None:

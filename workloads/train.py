@@ -184,4 +184,6 @@ def run(backend, cell) -> dict:
         cfg = replace(cfg, target_val_loss=floor + SYNTHETIC_TARGET_GAP)
     metrics = train(backend, corpus, cfg)
     metrics["corpus"] = corpus.describe()
+    if hasattr(backend, "compile_s"):  # torch.compile: held in the first step's time, shown apart
+        metrics["compile_s"] = backend.compile_s
     return metrics

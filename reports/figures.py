@@ -1,0 +1,212 @@
+"""Plotly figures of one run's frames (reports/load.py): one function per section.
+
+Values go to plotly as Python lists, not NumPy arrays, so the page's JSON holds plain numbers
+(plotly encodes arrays as base64 blobs) and the browser test can read back what was plotted.
+Each function returns a list of (title, figure); an empty list when the run has nothing
+for the section.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from reports.load import STATUS_ORDER
+
+STATUS_COLOURS = {"ok": "#2ca02c", "unavailable": "#bdbdbd", "no_host": "#9e9e9e", "nonconformant": "#9467bd",
+                  "diverged": "#ff7f0e", "timeout": "#8c564b", "oom": "#d62728", "crash": "#7f0000"}
+# a curve longer than this is thinned (every k-th step, the last kept) so a thousand-cell
+# page stays small; validation points are never thinned
+MAX_CURVE_POINTS = 400
+HEIGHT = 380
+
+
+def _layout(fig: go.Figure, **kw) -> go.Figure:
+    base = dict(height=HEIGHT, margin=dict(l=60, r=20, t=40, b=50), template="plotly_white",
+                legend=dict(font=dict(size=11)))
+    fig.update_layout(**{**base, **kw})
+    return fig
+
+
+def _clean(values) -> list:
+    """NaN -> None (JSON null: a gap), floats as Python floats."""
+    return [None if v is None or (isinstance(v, float) and not np.isfinite(v)) else float(v) for v in values]
+
+
+def status_grid(cells: pd.DataFrame) -> list:
+    """Host x (backend, workload), coloured by the worst status of the cells in each square;
+    the text lists the counts per status."""
+    if cells.empty:
+        return []
+    cols = sorted({(b, w) for b, w in zip(cells.backend, cells.workload)}, key=lambda t: (t[1], t[0]))
+    hosts = sorted(cells.host.unique())
+    rank = {s: i for i, s in enumerate(STATUS_ORDER)}
+    z, text = [], []
+    for h in hosts:
+        zrow, trow = [], []
+        for b, w in cols:
+            sel = cells[(cells.host == h) & (cells.backend == b) & (cells.workload == w)]
+            if sel.empty:
+                zrow.append(None)
+                trow.append("")
+                continue
+            counts = sel.status.value_counts()
+            worst = min(counts.index, key=lambda s: rank.get(s, 0))
+            zrow.append(rank.get(worst, 0))
+            trow.append("<br>".join(f"{s} {n}" for s, n in sorted(counts.items(), key=lambda t: rank.get(t[0], 0))))
+        z.append(zrow)
+        text.append(trow)
+    n = len(STATUS_ORDER)
+    # a stepped colour scale: status i owns the band [i/n, (i+1)/n]
+    scale = []
+    for i, s in enumerate(STATUS_ORDER):
+        scale += [[i / n, STATUS_COLOURS[s]], [(i + 1) / n, STATUS_COLOURS[s]]]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[f"{w}<br>{b}" for b, w in cols], y=hosts, text=text, texttemplate="%{text}",
+        colorscale=scale, zmin=-0.5, zmax=n - 0.5, xgap=2, ygap=2, hovertemplate="%{y}<br>%{x}<br>%{text}<extra></extra>",
+        colorbar=dict(tickvals=list(range(n)), ticktext=list(STATUS_ORDER), title="worst status")))
+    _layout(fig, height=max(220, 90 + 60 * len(hosts)), xaxis=dict(side="top"), yaxis=dict(autorange="reversed"))
+    return [("Status: host x workload x backend", fig)]
+
+
+def _thin(steps: list, losses: list) -> tuple[list, list]:
+    if len(steps) <= MAX_CURVE_POINTS:
+        return steps, losses
+    k = -(-len(steps) // MAX_CURVE_POINTS)
+    idx = list(range(0, len(steps), k))
+    if idx[-1] != len(steps) - 1:
+        idx.append(len(steps) - 1)
+    return [steps[i] for i in idx], [losses[i] for i in idx]
+
+
+def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
+    """One figure per (host, spec): training loss per cell, validation markers in the same
+    colour, and the entropy floor when the corpus is synthetic (its floor is known)."""
+    out = []
+    if losses.empty:
+        return out
+    colours = qualitative.Plotly
+    for (host, spec), grp in losses.groupby(["host", "spec"], sort=True):
+        fig = go.Figure()
+        for i, (cell_id, c) in enumerate(grp.groupby("cell_id", sort=False)):
+            colour = colours[i % len(colours)]
+            label = c.label.iloc[0]
+            tr = c[c.kind == "train"]
+            steps, ys = _thin(tr.step.tolist(), _clean(tr.loss))
+            fig.add_trace(go.Scatter(x=steps, y=ys, mode="lines", name=label, legendgroup=cell_id,
+                                     line=dict(color=colour, width=1.5), meta=cell_id,
+                                     hovertemplate=f"{label}<br>step %{{x}}<br>loss %{{y:.4f}}<extra>{cell_id}</extra>"))
+            va = c[c.kind == "val"]
+            if not va.empty:
+                fig.add_trace(go.Scatter(x=va.step.tolist(), y=_clean(va.loss), mode="markers", name=f"{label} val",
+                                         legendgroup=cell_id, showlegend=False, meta=cell_id,
+                                         marker=dict(color=colour, size=9, symbol="diamond", line=dict(width=1)),
+                                         hovertemplate=f"{label} validation<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
+        sel = cells[(cells.host == host) & (cells.spec == spec) & (cells.workload == "train")]
+        floors = sel.entropy_floor.dropna().unique() if "entropy_floor" in sel else []
+        for floor in floors:
+            fig.add_hline(y=float(floor), line=dict(dash="dash", color="black", width=1),
+                          annotation_text=f"entropy floor {floor:.4f}", annotation_position="bottom left")
+        _layout(fig, xaxis_title="step", yaxis_title="loss (nats/token)")
+        out.append((f"Loss: {spec} on {host}", fig))
+    return out
+
+
+def _bars(cells: pd.DataFrame, value: str, low: str | None, high: str | None, ytitle: str, scale: float = 1.0):
+    """Grouped bars: x = host / spec, one colour per cell label, error bars from low to high."""
+    fig = go.Figure()
+    cells = cells.assign(x=cells.host + " / " + cells.spec)
+    for label, g in cells.groupby("label", sort=True):
+        y = g[value] * scale
+        trace = dict(x=g.x.tolist(), y=_clean(y), name=label, customdata=g.cell_id.tolist(),
+                     hovertemplate=f"{label}<br>%{{x}}<br>%{{y:,.4g}}<extra>%{{customdata}}</extra>")
+        if low and high:
+            trace["error_y"] = dict(type="data", symmetric=False, array=_clean(g[high] * scale - y),
+                                    arrayminus=_clean(y - g[low] * scale))
+        fig.add_trace(go.Bar(**trace))
+    return _layout(fig, barmode="group", yaxis_title=ytitle)
+
+
+def throughput(cells: pd.DataFrame) -> list:
+    """tokens/s per host and backend: training (median step, quartile error bars) and
+    decoding (median token, quartiles of the per-token times); MFU of training."""
+    out = []
+    ok = cells[cells.status == "ok"]
+    train = ok[ok.workload == "train"].dropna(subset=["tokens_per_s"]) if "tokens_per_s" in ok else ok.iloc[:0]
+    if not train.empty:
+        out.append(("Training throughput (tokens/s, median step; bars: quartiles)",
+                    _bars(train, "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "tokens/s")))
+        with_mfu = train.dropna(subset=["mfu"])
+        if not with_mfu.empty:
+            fig = _bars(with_mfu, "mfu", None, None, "MFU (%)", scale=100.0)
+            out.append(("MFU (% of each host's calibrated GEMM peak for the cell's dtype)", fig))
+    gen = ok[ok.workload == "generate"]
+    if not gen.empty and "decode_tokens_per_s" in gen:
+        gen = gen.dropna(subset=["decode_tokens_per_s"])
+        # per-token time quartiles -> tokens/s quartiles (the slow quartile is the low one)
+        gen = gen.assign(decode_q1=1e3 / gen.token_ms_q3, decode_q3=1e3 / gen.token_ms_q1)
+        out.append(("Decoding throughput (tokens/s per sequence, median token; bars: quartiles)",
+                    _bars(gen, "decode_tokens_per_s", "decode_q1", "decode_q3", "tokens/s")))
+    return out
+
+
+def memory(cells: pd.DataFrame) -> list:
+    """Per host: every cell's measured peak next to its estimate, and the host's budget."""
+    out = []
+    ran = cells.dropna(subset=["peak_rss_mb"])
+    for host, g in ran.groupby("host", sort=True):
+        x = (g.workload + " " + g.backend + " " + g.spec + " " + g.dtype + " " + g.cell_id.str[:6]).tolist()
+        fig = go.Figure()
+        fig.add_trace(go.Bar(x=x, y=_clean(g.peak_rss_mb), name="measured peak RSS (MB)", marker_color="#1f77b4",
+                             customdata=g.status.tolist(), hovertemplate="%{x}<br>%{y:.1f} MB (%{customdata})<extra></extra>"))
+        fig.add_trace(go.Bar(x=x, y=_clean(g.memory_estimate_mb), name="estimate (MB)", marker_color="#aec7e8"))
+        if g.gpu_peak_allocated_mb.notna().any():
+            fig.add_trace(go.Bar(x=x, y=_clean(g.gpu_peak_allocated_mb), name="GPU peak allocated (MB)",
+                                 marker_color="#2ca02c"))
+            fig.add_trace(go.Bar(x=x, y=_clean(g.gpu_memory_estimate_mb), name="GPU estimate (MB)",
+                                 marker_color="#98df8a"))
+        for col, name, colour in (("budget_mb", "RAM budget", "#d62728"), ("gpu_budget_mb", "GPU budget", "#2ca02c")):
+            for budget in g[col].dropna().unique():
+                fig.add_hline(y=float(budget), line=dict(color=colour, dash="dash"),
+                              annotation_text=f"{name} {budget:,.0f} MB", annotation_position="top left")
+        _layout(fig, barmode="group", yaxis_title="MB", xaxis=dict(tickangle=-40, tickfont=dict(size=9)),
+                height=HEIGHT + 80)
+        out.append((f"Memory on {host}: measured peak vs estimate vs budget", fig))
+    return out
+
+
+def attention(att: pd.DataFrame) -> list:
+    """Per (host, dtype, pass): TFLOP/s against sequence length, a line per provider and head dim."""
+    out = []
+    if att.empty:
+        return out
+    for (host, dtype, kind), g in att.groupby(["host", "dtype", "pass"], sort=True):
+        fig = go.Figure()
+        for (prov, D), c in g.groupby(["provider", "D"], sort=True):
+            c = c.sort_values("T")
+            fig.add_trace(go.Scatter(x=c["T"].tolist(), y=_clean(c.tflops_per_s), mode="lines+markers",
+                                     name=f"{prov} D={D}",
+                                     hovertemplate=f"{prov} D={D}<br>T %{{x}}<br>%{{y:.4g}} TFLOP/s<extra></extra>"))
+        _layout(fig, xaxis=dict(title="sequence length T", type="log"), yaxis_title="TFLOP/s")
+        out.append((f"Attention {kind}: {host}, {dtype}", fig))
+    return out
+
+
+def comparison(table: pd.DataFrame) -> list:
+    """Ratio B/A per metric with its interval from both runs' spreads; flagged ones in red."""
+    if table.empty:
+        return []
+    t = table.reset_index(drop=True)
+    y = (t.what + " · " + t.metric).tolist()
+    fig = go.Figure(go.Scatter(
+        x=_clean(t.ratio), y=y, mode="markers",
+        marker=dict(color=["#d62728" if f else "#7f7f7f" for f in t.flagged], size=9),
+        error_x=dict(type="data", symmetric=False, array=_clean(t.ratio_high - t.ratio),
+                     arrayminus=_clean(t.ratio - t.ratio_low)),
+        hovertemplate="%{y}<br>B/A %{x:.3f}<extra></extra>"))
+    fig.add_vline(x=1.0, line=dict(color="black", dash="dot"))
+    _layout(fig, xaxis=dict(title="B / A", type="log"), height=max(HEIGHT, 60 + 22 * len(t)),
+            yaxis=dict(autorange="reversed", tickfont=dict(size=9)), margin=dict(l=420, r=20, t=40, b=50))
+    return [("Run B / run A per metric (bars: from both runs' quartiles; red: beyond the noise)", fig)]

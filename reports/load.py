@@ -1,0 +1,226 @@
+"""Frames from a run directory's records (docs/records.md): one job, turning nested
+records into the flat pandas tables that the figures, the compare view and the exports use.
+
+A record of any status yields a row in `cells`; metrics a record does not have (a crashed
+cell has none) are NaN, never an error. Non-finite numbers arrive as the strings "nan"/"inf"
+(JSON has neither) and become floats here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from suite.store import RUN, read_hosts, read_records
+
+# worst first: a grid square holding several cells takes the colour of its worst status
+STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
+NO_HOST = "(no host)"
+
+# metric keys copied into `cells` as columns (units in the names), by workload
+SCALARS = {
+    "train": ("tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "step_ms_median", "step_ms_iqr", "mfu",
+              "model_flops_per_s", "peak_flops_per_s", "final_loss", "final_val_loss", "entropy_floor",
+              "floor_gap", "time_to_target_s", "tokens_per_step"),
+    "generate": ("time_to_first_token_ms", "token_ms_median", "token_ms_iqr", "decode_tokens_per_s",
+                 "tokens_per_s"),
+    "attention": ("max_abs_err",),
+}
+RECORD_SCALARS = ("peak_rss_mb", "peak_rss_sampled_mb", "memory_estimate_mb", "budget_mb",
+                  "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_memory_estimate_mb", "gpu_budget_mb",
+                  "wall_s", "memory_ratio")
+
+
+def num(x) -> float:
+    """A record number as float: None -> nan, 'nan'/'inf' strings -> floats."""
+    if x is None:
+        return np.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def host_label(r: dict) -> str:
+    """What a person calls the machine: the dispatcher's host class when it set one, else the
+    host name; a `no_host` cell ran nowhere."""
+    if r.get("host_class") not in (None, "", "any"):
+        return r["host_class"]
+    host = r.get("host") or {}
+    return host.get("hostname") or (r.get("host_fingerprint") or "")[:8] or NO_HOST
+
+
+def cell_label(r: dict) -> str:
+    """A trace name: the backend, and whatever else distinguishes cells sharing a figure."""
+    parts = [r["backend"], r.get("dtype", "float32")]
+    if r.get("device", "cpu") != "cpu":
+        parts.append(r["device"])
+    if r.get("seed"):
+        parts.append(f"seed {r['seed']}")
+    return " ".join(parts)
+
+
+def cell_key(r: dict) -> str:
+    """The cell's identity without the code version: what a rerun of other code shares."""
+    ident = {k: r.get(k) for k in ("backend", "workload", "spec", "dtype", "device", "host_class", "seed",
+                                   "options")}
+    return json.dumps(ident, sort_keys=True)
+
+
+def _spec_name(r: dict) -> str:
+    spec = r.get("spec")
+    return spec.get("name", "?") if isinstance(spec, dict) else str(spec)
+
+
+def _quartiles(samples) -> tuple[float, float, float]:
+    xs = np.array([num(s) for s in samples or []], dtype=float)
+    xs = xs[np.isfinite(xs)]
+    if xs.size == 0:
+        return np.nan, np.nan, np.nan
+    q1, med, q3 = np.percentile(xs, [25, 50, 75])
+    return float(q1), float(med), float(q3)
+
+
+def cells_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record: identity, status, reason, memory and the workload's scalar metrics."""
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        row = {"cell_id": r.get("cell_id"), "key": cell_key(r), "host": host_label(r),
+               "host_fingerprint": r.get("host_fingerprint"), "backend": r.get("backend"),
+               "workload": r.get("workload"), "spec": _spec_name(r), "dtype": r.get("dtype"),
+               "device": r.get("device"), "seed": r.get("seed"), "label": cell_label(r),
+               "options": json.dumps(r.get("options") or {}, sort_keys=True),
+               "status": r.get("status") or "crash", "reason": r.get("reason"), "traceback": r.get("traceback"),
+               "code_version": r.get("code_version")}
+        row.update({k: num(r.get(k)) for k in RECORD_SCALARS})
+        for k in SCALARS.get(r.get("workload"), ()):
+            row[k] = num(m.get(k))
+        # spreads kept in the samples themselves: step and per-token times
+        if r.get("workload") == "train":
+            row["step_ms_q1"], _, row["step_ms_q3"] = _quartiles(_timed_steps(m))
+        if r.get("workload") == "generate":
+            row["token_ms_q1"], _, row["token_ms_q3"] = _quartiles(m.get("token_ms"))
+        rows.append(row)
+    # the columns every section reads exist even in a run with no record yet
+    base = ["cell_id", "key", "host", "backend", "workload", "spec", "dtype", "device", "seed", "label", "status",
+            "reason", "traceback", "code_version", *RECORD_SCALARS]
+    df = pd.DataFrame(rows)
+    return df.reindex(columns=list(df.columns) + [c for c in base if c not in df.columns])
+
+
+def _timed_steps(m: dict) -> list:
+    """Step times after warm-up, as train.py's quartiles use them."""
+    warm = (m.get("config") or {}).get("warmup_steps", 0)
+    return (m.get("step_ms") or [])[warm:]
+
+
+def loss_frame(records: list[dict]) -> pd.DataFrame:
+    """Long table of train and validation losses: one row per (cell, kind, step)."""
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        if r.get("workload") != "train" or not m.get("losses"):
+            continue
+        label = cell_label(r) + ("" if r.get("status") == "ok" else f" ({r.get('status')})")
+        base = {"cell_id": r["cell_id"], "host": host_label(r), "spec": _spec_name(r), "label": label}
+        rows += [{**base, "kind": "train", "step": i, "loss": num(v)} for i, v in enumerate(m["losses"])]
+        rows += [{**base, "kind": "val", "step": int(s), "loss": num(v)} for s, v in m.get("val_losses") or []]
+    return pd.DataFrame(rows, columns=["cell_id", "host", "spec", "label", "kind", "step", "loss"])
+
+
+def attention_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per (attention cell, T, D, pass)."""
+    rows = []
+    for r in records:
+        if r.get("workload") != "attention":
+            continue
+        for row in (r.get("metrics") or {}).get("rows", []):
+            rows.append({"cell_id": r["cell_id"], "key": cell_key(r), "host": host_label(r), "dtype": r.get("dtype"),
+                         "device": r.get("device"), **row})
+    return pd.DataFrame(rows)
+
+
+def conformance_cards(records: list[dict]) -> list[dict]:
+    """The report cards (workloads/conformance.py): conformance cells, and gates run before
+    another workload. Each: {cell_id, host, status, card}."""
+    cards = []
+    for r in records:
+        card = (r.get("metrics") or {}) if r.get("workload") == "conformance" else r.get("gate")
+        if isinstance(card, dict) and "rows" in card:
+            cards.append({"cell_id": r["cell_id"], "host": host_label(r), "status": r.get("status"),
+                          "workload": r.get("workload"), "card": card})
+    return cards
+
+
+def samples_frame(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        if r.get("workload") == "generate" and "sample_text" in m:
+            rows.append({"host": host_label(r), "backend": r["backend"], "spec": _spec_name(r), "dtype": r.get("dtype"),
+                         "prompt_text": m.get("prompt_text"), "sample_text": m["sample_text"],
+                         "time_to_first_token_ms": num(m.get("time_to_first_token_ms")),
+                         "token_ms_median": num(m.get("token_ms_median"))})
+    return pd.DataFrame(rows)
+
+
+def hosts_table(records: list[dict], hosts: dict[str, dict]) -> pd.DataFrame:
+    """One column per host: its captured environment (hosts/ first, else the records') and
+    the calibrated peaks its cells were measured against."""
+    envs, peaks = {}, {}
+    for r in records:
+        fp = r.get("host_fingerprint")
+        if not fp:
+            continue
+        envs.setdefault(fp, dict(hosts.get(fp) or r.get("host") or {}))
+        envs[fp].setdefault("_label", host_label(r))
+        peak = num((r.get("metrics") or {}).get("peak_flops_per_s"))
+        if np.isfinite(peak):
+            peaks.setdefault(fp, {})[f"{r.get('device', 'cpu')} {r.get('dtype')}"] = peak
+    for fp, env in hosts.items():  # a host with no record (e.g. only used by a failed dispatch)
+        envs.setdefault(fp, {**env, "_label": env.get("hostname", fp[:8])})
+    cols = {}
+    for fp, env in envs.items():
+        libs = env.get("libraries") or {}
+        cols[f"{env['_label']} ({fp[:8]})"] = {
+            "fingerprint": fp, "hostname": env.get("hostname"), "cpu_model": env.get("cpu_model"),
+            "cores (logical/physical)": f"{env.get('cores_logical')}/{env.get('cores_physical')}",
+            "ram_mb": env.get("ram_mb"),
+            "gpus": ", ".join(f"{g.get('name')} {g.get('memory_mb')} MB (driver {g.get('driver')})"
+                              for g in env.get("gpus") or []) or "none",
+            "platform": env.get("platform"), "python": env.get("python"),
+            "libraries": ", ".join(f"{k} {v}" for k, v in libs.items() if v),
+            "code_version": env.get("code_version"),
+            "calibrated peak (GFLOP/s)": ", ".join(f"{k} {v / 1e9:,.1f}" for k, v in sorted(peaks.get(fp, {}).items()))
+            or "not measured",
+        }
+    return pd.DataFrame(cols)
+
+
+@dataclass
+class Run:
+    """Everything the report needs from one run directory."""
+    path: Path
+    info: dict
+    records: list[dict]
+    cells: pd.DataFrame
+    losses: pd.DataFrame
+    attention: pd.DataFrame
+    samples: pd.DataFrame
+    hosts: pd.DataFrame
+    cards: list[dict] = field(default_factory=list)
+
+
+def load_run(run_dir) -> Run:
+    path = Path(run_dir)
+    records = read_records(path)
+    info_path = path / RUN
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return Run(path=path, info=info, records=records, cells=cells_frame(records), losses=loss_frame(records),
+               attention=attention_frame(records), samples=samples_frame(records),
+               hosts=hosts_table(records, read_hosts(path)), cards=conformance_cards(records))

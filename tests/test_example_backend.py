@@ -1,0 +1,54 @@
+"""What docs/adding-a-backend.md promises a backend author, run for real: the example
+backend passes `gptbench check`, the pytest plugin runs the ladder as tests (and fails a
+broken backend naming the tensor), and an installed plugin is found by its entry point."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GPTBENCH = Path(sys.executable).parent / "gptbench"  # the installed console script
+EXAMPLE = "examples.minimal_torch:MinimalTorch"
+
+
+def run(cmd, cwd, pythonpath=()):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath))}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_example_backend_passes_gptbench_check_from_the_repo_root():
+    proc = run([GPTBENCH, "check", EXAMPLE, "--dtype", "float32", "--json"], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] and {r["level"] for r in report["rows"]} == {"step0", "trajectory"}
+    assert report["notes"] == ["level 1 (ops) skipped: MinimalTorch has no op_vjp method; "
+                               "levels 2 and 3 still test the whole model"]
+
+
+def test_pytest_plugin_runs_the_ladder_as_tests(tmp_path):
+    proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--gptbench-backend={EXAMPLE}",
+                "--gptbench-steps", "10", "-rs"], cwd=tmp_path, pythonpath=[REPO])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "2 passed, 1 skipped" in proc.stdout and "has no op_vjp" in proc.stdout
+
+
+def test_pytest_plugin_fails_a_broken_backend_and_names_the_tensor(tmp_path):
+    proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--gptbench-backend=test_mutants:ErfGelu",
+                "--gptbench-steps", "5"], cwd=tmp_path, pythonpath=[REPO, REPO / "tests"])
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "3 failed" in proc.stdout and "ops.gelu.out from index" in proc.stdout
+
+
+def test_an_installed_plugin_is_found_by_its_entry_point(tmp_path):
+    """What `pip install` of a package declaring the entry point leaves on sys.path."""
+    dist = tmp_path / "gptbench_example_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gptbench-example-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[gptbench.backends]\nminimal = {EXAMPLE}\n")
+    listed = run([GPTBENCH, "backends", "--json"], cwd=tmp_path, pythonpath=[tmp_path, REPO])
+    assert {"name": "minimal", "available": True, "reason": ""} in json.loads(listed.stdout)
+    proc = run([GPTBENCH, "check", "minimal", "--dtype", "float64", "--steps", "5"], cwd=tmp_path,
+               pythonpath=[tmp_path, REPO])
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1].startswith("PASS"), proc.stdout[-3000:]

@@ -1,0 +1,208 @@
+"""The report of real run directories: what each figure plots is what the records hold, the
+page fetches nothing, the compare view flags exactly what its noise rule says, the exports
+keep every record. (The page in a real browser: tests/test_report_browser.py.)"""
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from plotly.offline import get_plotlyjs
+
+import reports
+from reports.compare import compare_runs
+from reports.export import records_table
+from reports.load import load_run
+from report_runs import rerun_records, run_a_records, scaled, write_run
+from suite.cli import main
+
+
+def figures_of(html: str) -> list[dict]:
+    block = re.search(r'<script type="application/json" id="figures">(.*?)</script>', html, re.S).group(1)
+    return json.loads(block)  # "<\/" is a valid JSON escape of "</"
+
+
+def captions(html: str) -> list[str]:
+    return re.findall(r'<div class="figure" id="fig-\d+" data-title="([^"]*)"', html)
+
+
+def by_title(html: str, start: str) -> list[dict]:
+    return [f for t, f in zip(captions(html), figures_of(html)) if t.startswith(start)]
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    return write_run(tmp_path_factory.mktemp("run") / "a", list(run_a_records()))
+
+
+@pytest.fixture(scope="module")
+def records(run_a):
+    return {(r["workload"], r["backend"], r["dtype"], r["device"], r["status"]): r for r in run_a_records()}
+
+
+@pytest.fixture(scope="module")
+def page(run_a):
+    return reports.write_report(run_a).read_text()
+
+
+def test_statuses_of_the_real_cells(records):
+    statuses = sorted(s for *_, s in records)
+    assert statuses == sorted(["ok"] * 6 + ["unavailable", "diverged", "crash", "oom", "nonconformant"])
+
+
+def test_page_is_self_contained(page, run_a):
+    assert (run_a / "report.html").is_file()
+    assert page.count("plotly.js v") == 1  # the library's banner: embedded exactly once
+    assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
+    ours = page.replace(get_plotlyjs(), "")  # plotly.js's own strings hold URLs it never loads here
+    assert len(ours) < len(page) - 4_000_000 and not re.search(r"https?://", ours)
+    # status, loss, training tokens/s, MFU, decoding tokens/s, memory, attention x 3 passes
+    assert len(captions(page)) == len(figures_of(page)) == 9
+
+
+def test_loss_figure_plots_the_records_losses_and_floor(page, records):
+    fig, = by_title(page, "Loss: tiny on")
+    for dtype in ("float32", "float64"):
+        m = records[("train", "numpy", dtype, "cpu", "ok")]["metrics"]
+        line = next(t for t in fig["data"] if t["name"] == f"numpy {dtype}")
+        val = next(t for t in fig["data"] if t["name"] == f"numpy {dtype} val")
+        assert line["y"] == pytest.approx(m["losses"]) and line["x"] == list(range(len(m["losses"])))
+        assert val["x"] == [s for s, _ in m["val_losses"]] and val["y"] == pytest.approx([v for _, v in m["val_losses"]])
+    floor = records[("train", "numpy", "float32", "cpu", "ok")]["metrics"]["entropy_floor"]
+    assert [s["y0"] for s in fig["layout"]["shapes"]] == [pytest.approx(floor)]
+    diverged = next(t for t in fig["data"] if t["name"] == "numpy float32 (diverged)")
+    assert diverged["y"][-1] is None  # "nan" in the record: a gap, not a number
+
+
+def test_throughput_mfu_and_memory_bars_are_the_records(page, records):
+    fig, = by_title(page, "Training throughput")
+    m = records[("train", "numpy", "float64", "cpu", "ok")]["metrics"]
+    bar = next(t for t in fig["data"] if t["name"] == "numpy float64")
+    assert bar["y"] == [pytest.approx(m["tokens_per_s"])]
+    assert bar["error_y"]["array"] == [pytest.approx(m["tokens_per_s_q3"] - m["tokens_per_s"])]
+    assert bar["error_y"]["arrayminus"] == [pytest.approx(m["tokens_per_s"] - m["tokens_per_s_q1"])]
+    fig, = by_title(page, "MFU")
+    assert next(t for t in fig["data"] if t["name"] == "numpy float64")["y"] == [pytest.approx(100 * m["mfu"])]
+    assert 0 < m["mfu"] < 1
+
+    fig, = by_title(page, "Memory on")
+    measured, estimate = fig["data"][:2]
+    rec = run_a_records()
+    assert measured["y"] == pytest.approx([r["peak_rss_mb"] for r in rec])  # every cell, in record order
+    assert estimate["y"] == pytest.approx([r["memory_estimate_mb"] for r in rec])
+    assert [s["y0"] for s in fig["layout"]["shapes"]] == [70.0]  # the oom cell's budget line
+
+
+def test_attention_and_status_grid(page, records):
+    for kind in ("forward", "backward", "fwd_bwd"):
+        fig, = by_title(page, f"Attention {kind}:")
+        for prov in ("numpy", "sdpa"):
+            rows = [r for r in records[("attention", prov, "float32", "cpu", "ok")]["metrics"]["rows"] if r["pass"] == kind]
+            trace = next(t for t in fig["data"] if t["name"] == f"{prov} D=16")
+            assert trace["x"] == [16, 32, 64] and trace["y"] == pytest.approx([r["tflops_per_s"] for r in rows])
+    grid, = by_title(page, "Status")
+    trace = grid["data"][0]
+    col = trace["x"].index("train<br>numpy")
+    assert trace["text"][0][col] == "oom 1<br>diverged 1<br>unavailable 1<br>ok 2"
+
+
+def test_tables_failures_cards_samples_environment(page, records):
+    crash = records[("train", "cell_backends:RaisingBackend", "float32", "cpu", "crash")]
+    assert "RuntimeError: deliberate failure in train_step" in page and "in train_step" in crash["traceback"]
+    assert "Cells that are not ok (5)" in page
+    assert "FAIL</span> 1/2 checks; first divergence grad.h.0.ln_1.weight" in page
+    assert "PASS</span> 2/2 checks" in page
+    sample = records[("generate", "numpy", "float32", "cpu", "ok")]["metrics"]["sample_text"]
+    assert f"<td>{sample}</td>" in page  # letters and U+FFFD: nothing to escape
+    host = crash["host"]
+    assert f"<td>{host['cpu_model']}</td>" in page and crash["host_fingerprint"] in page
+
+
+# --- compare ------------------------------------------------------------------------------
+def test_doubled_speed_is_flagged_with_ratio_b_over_a(run_a, tmp_path):
+    fast = write_run(tmp_path / "fast", scaled(list(run_a_records()), 2.0))
+    metrics, changes = compare_runs(load_run(run_a), load_run(fast))
+    assert changes.empty
+    tps = metrics[metrics.metric == "tokens_per_s"]
+    assert len(tps) == 2 and tps.ratio.tolist() == pytest.approx([2.0, 2.0])
+    for metric in ("step_ms", "token_ms", "attention_ms"):
+        sel = metrics[metrics.metric == metric]
+        assert not sel.empty and sel.ratio.tolist() == pytest.approx([0.5] * len(sel))
+    # B's quartiles are A's times 2 (rates) or / 2 (times): the IQRs are disjoint, hence
+    # flagged, exactly where A's own spread q3/q1 is under 2x. A 2x change inside a noisier
+    # cell (a load spike on a shared machine) is within its noise and is not flagged.
+    timed = metrics[metrics.metric.isin(["tokens_per_s", "step_ms", "token_ms", "attention_ms"])]
+    assert timed.flagged.equals(timed.a_high / timed.a_low < 2.0)
+    assert timed.flagged.mean() > 0.5, timed[["what", "metric", "a_low", "a_high"]]
+    once = metrics[metrics.metric.isin(["peak_rss_mb", "final_val_loss", "time_to_first_token_ms"])]
+    assert not once.empty and not once.flagged.any()  # no measured noise: never flagged
+
+    html = reports.write_report(run_a, tmp_path / "cmp.html", compare=fast).read_text()
+    fig, = by_title(html, "Run B / run A")
+    assert len(fig["data"][0]["x"]) == len(metrics)
+    assert f'{int(metrics.flagged.sum())} flagged' in html
+
+
+def test_run_compared_with_itself_flags_nothing(run_a):
+    metrics, changes = compare_runs(load_run(run_a), load_run(run_a))
+    assert changes.empty and not metrics.flagged.any() and metrics.ratio.tolist() == pytest.approx([1.0] * len(metrics))
+
+
+def test_two_real_runs_of_the_same_code_follow_the_noise_rule(run_a, tmp_path):
+    again = list(rerun_records())
+    b = write_run(tmp_path / "b", again)
+    metrics, changes = compare_runs(load_run(run_a), load_run(b))
+    assert set(changes.status_b) == {"absent"}  # B reran only run A's five timed ok cells
+    a_train = next(r for r in run_a_records() if r["workload"] == "train" and r["dtype"] == "float64")
+    b_train = next(r for r in again if r["workload"] == "train" and r["dtype"] == "float64")
+    row = metrics[(metrics.metric == "tokens_per_s") & metrics.what.str.contains("float64")].iloc[0]
+    ma, mb = a_train["metrics"], b_train["metrics"]
+    assert row.ratio == pytest.approx(mb["tokens_per_s"] / ma["tokens_per_s"])
+    disjoint = mb["tokens_per_s_q3"] < ma["tokens_per_s_q1"] or mb["tokens_per_s_q1"] > ma["tokens_per_s_q3"]
+    assert row.flagged == disjoint
+    # every flag, in every metric, is an IQR pair that does not overlap
+    assert metrics.flagged.equals((metrics.b_high < metrics.a_low) | (metrics.b_low > metrics.a_high))
+    print(f"same code, two runs: {int(metrics.flagged.sum())}/{len(metrics)} metrics beyond the IQR noise rule")
+
+
+def test_status_change_is_listed(run_a, tmp_path):
+    recs = json.loads(json.dumps(list(run_a_records())))
+    ok = next(r for r in recs if r["workload"] == "generate")
+    ok.update(status="oom", reason="resident memory passed the budget", metrics={})
+    metrics, changes = compare_runs(load_run(run_a), load_run(write_run(tmp_path / "b", recs)))
+    assert changes.to_dict("records") == [{"what": "generate numpy tiny float32 cpu", "status_a": "ok",
+                                           "status_b": "oom", "reason_b": "resident memory passed the budget"}]
+    assert "token_ms" not in set(metrics.metric)
+
+
+# --- export -------------------------------------------------------------------------------
+def test_csv_and_parquet_keep_every_record(run_a, tmp_path):
+    csv, parquet = tmp_path / "cells.csv", tmp_path / "cells.parquet"
+    assert main(["report", str(run_a), "-o", str(tmp_path / "r.html"), "--csv", str(csv),
+                 "--parquet", str(parquet)]) == 0
+    assert (tmp_path / "r.html").stat().st_size > 4_000_000  # plotly.js alone is ~4.8 MB
+    recs = list(run_a_records())
+    for df in (pd.read_csv(csv), pd.read_parquet(parquet)):
+        assert df.cell_id.tolist() == [r["cell_id"] for r in recs]
+        assert df.status.tolist() == [r["status"] for r in recs]
+        tps = [r["metrics"].get("tokens_per_s", math.nan) if r["workload"] == "train" else math.nan for r in recs]
+        train = df.workload == "train"
+        np.testing.assert_allclose(df["metrics.tokens_per_s"][train], np.array(tps)[train.to_numpy()], rtol=1e-12)
+        first = recs[0]["metrics"]["losses"]
+        assert json.loads(df["metrics.losses"][0]) == pytest.approx(first)
+        assert df["host.cpu_model"][0] == recs[0]["host"]["cpu_model"]
+    # the diverged final loss ("nan" in JSON) is a float NaN in a numeric column
+    table = records_table(recs)
+    assert table["metrics.final_loss"].dtype == float
+    assert table["metrics.final_loss"][[r["status"] == "diverged" for r in recs]].isna().all()
+
+
+def test_run_without_records_yet_and_a_missing_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "cells.jsonl").write_text("")
+    html = reports.write_report(tmp_path / "empty").read_text()
+    assert "0 cells" in html and "No cell has a record yet" in html and figures_of(html) == []
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "is not a gptbench run directory" in capsys.readouterr().err
