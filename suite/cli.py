@@ -442,8 +442,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
     s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
     s.set_defaults(func=cmd_sim)
-    return 0
-
 
     s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
