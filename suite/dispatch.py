@@ -132,6 +132,7 @@ class Outcome:
     interrupted: bool = False
     statuses: dict = field(default_factory=dict)
     dispatch_s: list = field(default_factory=list)
+    ray_overhead_s: list = field(default_factory=list)
 
 
 def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=print) -> Outcome:
@@ -158,6 +159,7 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         out.statuses[record["status"]] = out.statuses.get(record["status"], 0) + 1
         if record.get("dispatch_s") is not None:
             out.dispatch_s.append(record["dispatch_s"])
+            out.ray_overhead_s.append(record["ray_overhead_s"])
         log(_line(record, finished, out.total))
         if progress:
             progress(finished, out.total)
@@ -255,9 +257,9 @@ def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) 
                                  traceback=str(e)[-4000:], attempts=t.attempts)
         return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "crash",
                              f"the Ray task failed: {kind}", traceback=str(e)[-4000:], attempts=t.attempts)
-    # Ray's and the child's overhead: everything but the workload itself
+    # overhead: everything but the workload itself (Ray's part: all but the child's life)
     record.update(roundtrip_s=roundtrip_s, dispatch_s=roundtrip_s - (record.get("workload_s") or 0.0),
-                  attempts=t.attempts)
+                  ray_overhead_s=roundtrip_s - record["wall_s"], attempts=t.attempts)
     return record
 
 

@@ -53,7 +53,8 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
           + ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())), file=sys.stderr)
     if outcome.dispatch_s:
         print(f"dispatch overhead per cell (Ray + the child, everything but the workload): median "
-              f"{statistics.median(outcome.dispatch_s):.2f} s, max {max(outcome.dispatch_s):.2f} s", file=sys.stderr)
+              f"{statistics.median(outcome.dispatch_s):.2f} s, max {max(outcome.dispatch_s):.2f} s; Ray's part: "
+              f"median {statistics.median(outcome.ray_overhead_s):.2f} s", file=sys.stderr)
     if outcome.interrupted:
         print(f"interrupted: every finished cell's record is in {store.dir}/cells.jsonl; finish the run with\n"
               f"  gptbench run --resume {store.dir}", file=sys.stderr)
