@@ -78,10 +78,15 @@ def _path_with_this_python() -> str:
 
 
 def _start(name: str, args: list[str], log: Path, state: dict) -> subprocess.Popen:
-    resources = {SLOT: 1, **NODES[name]}
+    # the same host files as the real pool's (cluster/hosts/*/): the start command reads them
+    host = log.parent / name
+    host.mkdir(exist_ok=True)
+    (host / "labels.yaml").write_text(f"{LABEL}: {name}\n")
+    (host / "resources.json").write_text(json.dumps({SLOT: 1, **NODES[name]}))
     cmd = [_ray(), "start", "--block", "--disable-usage-stats",
            "--num-cpus", "1", "--object-store-memory", str(OBJECT_STORE_BYTES),
-           "--resources", json.dumps(resources), "--labels", f"{LABEL}={name}", *_node_ports(), *args]
+           "--resources", (host / "resources.json").read_text(), "--labels-file", str(host / "labels.yaml"),
+           *_node_ports(), *args]
     with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **client_env(state), "PATH": _path_with_this_python(),
