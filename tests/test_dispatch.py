@@ -156,14 +156,16 @@ def test_killed_driver_then_resume_loses_nothing_and_repeats_nothing(pool, tmp_p
     assert f"{12 - n_before} record(s) written, {n_before} already there" in proc.stderr
 
 
-def test_ctrl_c_keeps_finished_records_and_says_how_to_resume(pool, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "ray-job-stop"])
+def test_interrupt_keeps_finished_records_and_says_how_to_resume(pool, tmp_path, sig):
+    """Ctrl-C is SIGINT; `ray job stop` sends the driver SIGTERM."""
     out = tmp_path / "run"
     driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, SLOW), "--address", "auto",
                                "--out", str(out)], env=pool["env"], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     _wait_for_records(out, 1, driver)
     t0 = time.monotonic()
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(sig)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err[-3000:]
     assert time.monotonic() - t0 < 20  # polite cancel, then force: bounded
