@@ -18,6 +18,7 @@ BUILTIN = {
     "numpy": "backends.numpy_ref:NumpyBackend",
     "torch": "backends.torch_eager:TorchBackend",
     "compile": "backends.torch_compile:CompileBackend",
+    "jax": "backends.jax_backend:JaxBackend",
 }
 
 ENTRY_POINT_GROUP = "gptbench.backends"
