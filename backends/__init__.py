@@ -19,6 +19,7 @@ BUILTIN = {
     "torch": "backends.torch_eager:TorchBackend",
     "compile": "backends.torch_compile:CompileBackend",
     "jax": "backends.jax_backend:JaxBackend",
+    "mlx": "backends.mlx_backend:MlxBackend",
 }
 
 ENTRY_POINT_GROUP = "gptbench.backends"
