@@ -18,6 +18,7 @@ BUILTIN = {
     "numpy": "backends.numpy_ref:NumpyBackend",
     "torch": "backends.torch_eager:TorchBackend",
     "compile": "backends.torch_compile:CompileBackend",
+    "triton": "backends.triton_attn:TritonBackend",
     "jax": "backends.jax_backend:JaxBackend",
     "mlx": "backends.mlx_backend:MlxBackend",
 }

@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
-    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider numpy, math, sdpa)")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider, see workloads/attention.py: numpy, math, sdpa, sdpa-flash, ..., triton)")
     s.add_argument("--workload", default="train", help="train, generate or attention")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)

@@ -3,7 +3,11 @@
 A provider is one implementation of the op (the cell's `backend` names it):
   numpy  backends/numpy_ref attention_forward/backward (the reference)
   math   explicit torch: softmax(mask(q k^T / sqrt(D))) v, autograd backward
-  sdpa   torch.nn.functional.scaled_dot_product_attention(is_causal=True)
+  sdpa   torch.nn.functional.scaled_dot_product_attention(is_causal=True), torch's choice
+  sdpa-flash, sdpa-efficient, sdpa-cudnn, sdpa-math   SDPA pinned to one of its backends
+         (unavailable where torch does not offer it for the device and dtype)
+  triton backends/kernels/flash_attn.py, this project's kernels (CUDA only: timing Triton's
+         CPU interpreter would mean nothing)
 Add one by a PROVIDERS entry "name": "module:Class" (the Triton backend adds 'triton'); a
 class has name, unavailable(device, dtype) and prepare(q, k, v, dout, dtype, device),
 which returns an object with forward(), backward(), fwd_bwd(), sync() and output().
@@ -27,6 +31,11 @@ PROVIDERS = {
     "numpy": "workloads.attention:NumpyAttention",
     "math": "workloads.attention:TorchMathAttention",
     "sdpa": "workloads.attention:TorchSDPAAttention",
+    "sdpa-flash": "workloads.attention:SDPAFlash",
+    "sdpa-efficient": "workloads.attention:SDPAEfficient",
+    "sdpa-cudnn": "workloads.attention:SDPACudnn",
+    "sdpa-math": "workloads.attention:SDPAMath",
+    "triton": "workloads.attention:TritonAttention",
 }
 PASSES = ("forward", "backward", "fwd_bwd")
 BWD_OVER_FWD = 2.5
@@ -141,6 +150,71 @@ class TorchSDPAAttention(_TorchAttention):
         from backends.torch_eager import sdpa_attention
 
         return sdpa_attention(q, k, v)
+
+
+class _PinnedSDPA(_TorchAttention):
+    """SDPA restricted to one backend (torch.nn.attention.SDPBackend member `backend`)."""
+    backend = ""
+
+    def _pin(self):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(getattr(SDPBackend, self.backend))
+
+    def unavailable(self, device, dtype):
+        reason = super().unavailable(device, dtype)
+        if reason:
+            return reason
+        import torch
+
+        # torch's own answer: a small causal call (head dim 64, as benchmarked) under the pin
+        q = torch.zeros(1, 1, 16, 64, dtype=getattr(torch, dtype), device=device)
+        try:
+            with self._pin():
+                self.op(q, q, q)
+        except RuntimeError as e:
+            return f"torch {torch.__version__} offers no SDPA {self.backend} kernel for {device}/{dtype}: " \
+                   f"{str(e).splitlines()[0]}"
+        return None
+
+    def op(self, q, k, v):
+        import torch.nn.functional as F
+
+        with self._pin():  # the backward runs the kernel the forward chose
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class SDPAFlash(_PinnedSDPA):
+    name, backend = "sdpa-flash", "FLASH_ATTENTION"
+
+
+class SDPAEfficient(_PinnedSDPA):
+    name, backend = "sdpa-efficient", "EFFICIENT_ATTENTION"
+
+
+class SDPACudnn(_PinnedSDPA):
+    name, backend = "sdpa-cudnn", "CUDNN_ATTENTION"
+
+
+class SDPAMath(_PinnedSDPA):
+    name, backend = "sdpa-math", "MATH"
+
+
+class TritonAttention(_TorchAttention):
+    name = "triton"
+
+    def unavailable(self, device, dtype):
+        if not device.startswith("cuda"):
+            return ("the triton provider times Triton kernels on a CUDA GPU; on cpu they run only in "
+                    "Triton's interpreter, which proves them correct (tests/triton) but times nothing")
+        from backends.triton_attn import TritonBackend
+
+        return TritonBackend.unavailable(device, dtype)
+
+    def op(self, q, k, v):
+        from backends.kernels.flash_attn import flash_attention
+
+        return flash_attention(q, k, v)
 
 
 # --- the workload ---------------------------------------------------------------------------
