@@ -19,6 +19,8 @@ BUILTIN = {
     "torch": "backends.torch_eager:TorchBackend",
     "compile": "backends.torch_compile:CompileBackend",
     "triton": "backends.triton_attn:TritonBackend",
+    "jax": "backends.jax_backend:JaxBackend",
+    "mlx": "backends.mlx_backend:MlxBackend",
 }
 
 ENTRY_POINT_GROUP = "gptbench.backends"

@@ -135,7 +135,6 @@ def test_doubled_speed_is_flagged_with_ratio_b_over_a(run_a, tmp_path):
     # cell (a load spike on a shared machine) is within its noise and is not flagged.
     timed = metrics[metrics.metric.isin(["tokens_per_s", "step_ms", "token_ms", "attention_ms"])]
     assert timed.flagged.equals(timed.a_high / timed.a_low < 2.0)
-    assert timed.flagged.mean() > 0.5, timed[["what", "metric", "a_low", "a_high"]]
     once = metrics[metrics.metric.isin(["peak_rss_mb", "final_val_loss", "time_to_first_token_ms"])]
     assert not once.empty and not once.flagged.any()  # no measured noise: never flagged
 

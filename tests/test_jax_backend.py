@@ -1,0 +1,91 @@
+"""The JAX backend against the float64 NumPy reference: the conformance ladder through the
+CLI in float64 and float32, KV-cache generation, the jitted train_step, and what `gptbench`
+says where jax is missing."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax", reason="jax is not installed: pip install 'gptbench[jax]'")
+
+import backends.jax_backend as jax_backend  # noqa: E402
+from backends.jax_backend import JaxBackend  # noqa: E402
+from backends.numpy_ref import NumpyBackend  # noqa: E402
+from suite.cli import main  # noqa: E402
+from suite.spec import preset  # noqa: E402
+from suite.weights import init_params  # noqa: E402
+
+SPEC = preset("tiny")
+N_TENSORS = len(SPEC.param_shapes())  # 28
+N_OP_ROWS = 19  # 6 op outputs + 13 input gradients
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_check_jax_passes_every_rung_of_the_ladder(dtype, capsys):
+    assert main(["check", "jax", "--dtype", dtype, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rows"]
+    assert report["ok"] and report["first_failure"] is None and report["notes"] == []
+    assert [sum(r["level"] == lv for r in rows) for lv in ("ops", "step0", "trajectory")] == \
+        [N_OP_ROWS, 2 + N_TENSORS, 1 + N_TENSORS]
+    loss = next(r for r in rows if r["name"] == "trajectory.loss")
+    assert loss["shape"] == [50] and loss["norm_rel"] < (1e-14 if dtype == "float64" else 1e-6)
+
+
+def test_greedy_and_sampled_generation_with_the_kv_cache_equal_the_reference():
+    params = init_params(SPEC, seed=3)
+    prompt = np.random.default_rng(1).integers(0, SPEC.vocab_size, (2, 5))
+    ref = NumpyBackend(SPEC, dtype="float64")
+    ref.load_state(params)
+    model = JaxBackend(SPEC, dtype="float64")
+    model.load_state(params)
+    # 40 new tokens overflow the 16-token block twice: the cache is refilled on the way
+    for kw in (dict(max_new_tokens=40, temperature=0), dict(max_new_tokens=40, temperature=0.8, top_k=5, seed=7)):
+        np.testing.assert_array_equal(model.generate(prompt, **kw), ref.generate(prompt, **kw))
+
+
+def test_train_step_keeps_the_loss_on_the_device_and_equals_the_reference_step():
+    params = init_params(SPEC)
+    x, y = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 4, SPEC.block_size))
+    ref = NumpyBackend(SPEC, dtype="float64")
+    model = JaxBackend(SPEC, dtype="float64")
+    for b in (ref, model):
+        b.load_state(params)
+    for lr in (1e-2, 5e-3):  # two steps: the second uses the moments and bias corrections of t=2
+        loss = model.train_step(x, y, lr)
+        assert isinstance(loss, jax.Array)
+        assert float(loss) == pytest.approx(ref.train_step(x, y, lr), rel=1e-14)
+    for name, p in ref.state().items():
+        np.testing.assert_allclose(model.state()[name], p, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_step_returns_the_norm_before_clipping():
+    x = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 4, SPEC.block_size))
+    norms = []
+    for b in (NumpyBackend(SPEC, dtype="float64"), JaxBackend(SPEC, dtype="float64")):
+        b.load_state(init_params(SPEC))
+        b.forward(x[0], x[1])
+        grads = b.backward()
+        norms.append((b.step(1e-2), math.sqrt(sum(float((g * g).sum()) for g in grads.values()))))
+    assert norms[0][0] > 1.0  # the clip is active
+    assert norms[1][0] == pytest.approx(norms[1][1], rel=1e-12) == pytest.approx(norms[0][0], rel=1e-12)
+
+
+def test_float32_stays_float32_after_a_float64_backend_turned_x64_on():
+    JaxBackend(SPEC, dtype="float64")
+    model = JaxBackend(SPEC, dtype="float32")
+    model.load_state(init_params(SPEC))
+    x = np.zeros((2, SPEC.block_size), dtype=np.int64)
+    assert model.train_step(x, x, 1e-3).dtype == np.float32
+    assert {p.dtype for p in model.state().values()} == {np.dtype(np.float32)}
+
+
+def test_without_jax_backends_and_check_give_the_install_command(monkeypatch, capsys):
+    monkeypatch.setattr(jax_backend, "jax", None)
+    assert main(["backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert not rows["jax"]["available"] and "pip install 'gptbench[jax]'" in rows["jax"]["reason"]
+    assert main(["check", "jax"]) == 2
+    assert "pip install 'gptbench[jax]'" in capsys.readouterr().err
