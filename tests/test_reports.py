@@ -134,7 +134,8 @@ def test_doubled_speed_is_flagged_with_ratio_b_over_a(run_a, tmp_path):
     # flagged, exactly where A's own spread q3/q1 is under 2x. A 2x change inside a noisier
     # cell (a load spike on a shared machine) is within its noise and is not flagged.
     timed = metrics[metrics.metric.isin(["tokens_per_s", "step_ms", "token_ms", "attention_ms"])]
-    assert timed.flagged.equals(timed.a_high / timed.a_low < 2.0)
+    # (an interval median ± IQR/2 that reaches below zero overlaps anything halved)
+    assert timed.flagged.equals((timed.a_low > 0) & (timed.a_high / timed.a_low < 2.0))
     once = metrics[metrics.metric.isin(["peak_rss_mb", "final_val_loss", "time_to_first_token_ms"])]
     assert not once.empty and not once.flagged.any()  # no measured noise: never flagged
 
