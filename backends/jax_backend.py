@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import decays
+from suite.optim import adamw_functional, decays
 from suite.spec import LN_EPS
 from suite.weights import check_params
 
@@ -127,23 +127,6 @@ def extend(P, kv, idx, start, n_layer, n_head):
     return linear(x[:, -1], P["wte.weight"]), kv
 
 
-def adamw(P, grads, m, v, lr, bc1, bc2, o, decayed):
-    """suite/optim.py's update. bc1, bc2: the bias corrections 1 - beta^t, computed by the
-    caller in Python floats (as torch does). Returns new (P, m, v) and the gradient norm
-    before clipping."""
-    norm = jnp.sqrt(sum(jnp.vdot(g, g) for g in grads.values()))
-    coef = jnp.minimum(1.0, o.grad_clip / (norm + 1e-6)) if o.grad_clip > 0 else 1.0
-    newP, newm, newv = {}, {}, {}
-    for n, p in P.items():
-        g = grads[n] * coef
-        if o.weight_decay and decayed[n]:
-            p = p * (1.0 - lr * o.weight_decay)
-        newm[n] = o.beta1 * m[n] + (1.0 - o.beta1) * g
-        newv[n] = o.beta2 * v[n] + (1.0 - o.beta2) * (g * g)
-        newP[n] = p - (lr / bc1) * newm[n] / (jnp.sqrt(newv[n] / bc2) + o.eps)
-    return newP, newm, newv, norm
-
-
 # --- the backend --------------------------------------------------------------------------
 class JaxBackend(Backend):
     name = "jax"
@@ -176,7 +159,7 @@ class JaxBackend(Backend):
         L, NH = spec.n_layer, spec.n_head
         decayed = {n: decays(n, len(s)) for n, s in spec.param_shapes().items()}
         loss_fn = partial(loss_and_logits, n_layer=L, n_head=NH)
-        update = partial(adamw, o=self.optim, decayed=decayed)
+        update = partial(adamw_functional, jnp, o=self.optim, decayed=decayed)
         self._logits = jax.jit(partial(logits, n_layer=L, n_head=NH))
         self._loss_logits = jax.jit(loss_fn)
         self._grads = jax.jit(jax.grad(loss_fn, has_aux=True))

@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import decays
+from suite.optim import adamw_functional, decays
 from suite.spec import LN_EPS
 from suite.weights import check_params
 
@@ -104,23 +104,6 @@ def loss_and_logits(P, idx, targets, n_layer, n_head):
     return cross_entropy(logits, targets), logits
 
 
-def adamw(P, grads, m, v, lr, bc1, bc2, o, decayed):
-    """suite/optim.py's update. lr, bc1, bc2 (the bias corrections 1 - beta^t, computed in
-    Python floats as torch does) are 0-d arrays. Returns new (P, m, v) and the gradient norm
-    before clipping."""
-    norm = mx.sqrt(sum((g * g).sum() for g in grads.values()))
-    coef = mx.minimum(1.0, o.grad_clip / (norm + 1e-6)) if o.grad_clip > 0 else 1.0
-    newP, newm, newv = {}, {}, {}
-    for n, p in P.items():
-        g = grads[n] * coef
-        if o.weight_decay and decayed[n]:
-            p = p * (1.0 - lr * o.weight_decay)
-        newm[n] = o.beta1 * m[n] + (1.0 - o.beta1) * g
-        newv[n] = o.beta2 * v[n] + (1.0 - o.beta2) * (g * g)
-        newP[n] = p - (lr / bc1) * newm[n] / (mx.sqrt(newv[n] / bc2) + o.eps)
-    return newP, newm, newv, norm
-
-
 # --- the backend --------------------------------------------------------------------------
 class MlxBackend(Backend):
     name = "mlx"
@@ -151,7 +134,7 @@ class MlxBackend(Backend):
         L, NH = spec.n_layer, spec.n_head
         decayed = {n: decays(n, len(s)) for n, s in spec.param_shapes().items()}
         loss_fn = partial(loss_and_logits, n_layer=L, n_head=NH)
-        update = partial(adamw, o=self.optim, decayed=decayed)
+        update = partial(adamw_functional, mx, o=self.optim, decayed=decayed)
         self._loss_logits = mx.compile(loss_fn)
         self._grads = mx.compile(mx.grad(lambda P, x, y: loss_fn(P, x, y)[0]))
         self._update = mx.compile(update)

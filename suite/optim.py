@@ -45,3 +45,21 @@ class Schedule:
 def decays(name: str, ndim: int) -> bool:
     """Weight decay applies to 2-D tensors only (matrices and embeddings)."""
     return ndim >= 2
+
+
+def adamw_functional(xp, P, grads, m, v, lr, bc1, bc2, o: AdamWConfig, decayed):
+    """The update above on dicts of immutable arrays, for functional frameworks (jax, mlx):
+    xp is the array namespace (jax.numpy, mlx.core). bc1, bc2: the bias corrections
+    1 - beta^t, computed by the caller in Python floats as torch does. Returns the new
+    (P, m, v) and the gradient norm before clipping."""
+    norm = xp.sqrt(sum((g * g).sum() for g in grads.values()))
+    coef = xp.minimum(1.0, o.grad_clip / (norm + 1e-6)) if o.grad_clip > 0 else 1.0
+    newP, newm, newv = {}, {}, {}
+    for n, p in P.items():
+        g = grads[n] * coef
+        if o.weight_decay and decayed[n]:
+            p = p * (1.0 - lr * o.weight_decay)
+        newm[n] = o.beta1 * m[n] + (1.0 - o.beta1) * g
+        newv[n] = o.beta2 * v[n] + (1.0 - o.beta2) * (g * g)
+        newP[n] = p - (lr / bc1) * newm[n] / (xp.sqrt(newv[n] / bc2) + o.eps)
+    return newP, newm, newv, norm

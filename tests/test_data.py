@@ -61,6 +61,7 @@ def test_sampler_is_seeded_and_targets_are_shifted_inputs():
     for _ in range(3):
         (xa, ya), (xb, yb) = a.next(), b.next()
         np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal(ya, xa + 1)
         assert xa.shape == (4, 16) and xa.dtype == np.int64
     assert not np.array_equal(BatchSampler(data, 4, 16, seed=4).next()[0], xa)
