@@ -168,7 +168,7 @@ def test_interrupt_keeps_finished_records_and_says_how_to_resume(pool, tmp_path,
     driver.send_signal(sig)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err[-3000:]
-    assert time.monotonic() - t0 < 20  # polite cancel, then force: bounded
+    assert time.monotonic() - t0 < 20  # the driver leaves at once: bounded
     assert f"gptbench run --resume {out}" in err
     assert 1 <= len(read_records(out)) < 12
     deadline = time.monotonic() + 20
