@@ -13,24 +13,17 @@ import backends.mlx_backend as mlx_backend  # noqa: E402
 from backends.mlx_backend import MlxBackend  # noqa: E402
 from backends.numpy_ref import NumpyBackend  # noqa: E402
 from suite.cli import main  # noqa: E402
+from ladder_checks import passing_check  # noqa: E402
 from suite.spec import preset  # noqa: E402
 from suite.weights import init_params  # noqa: E402
 
 SPEC = preset("tiny")
-N_TENSORS = len(SPEC.param_shapes())  # 28
-N_OP_ROWS = 19  # 6 op outputs + 13 input gradients
 FLOAT64_EXP_ERROR = 1e-9  # MLX 0.32's float64 exp errs by ~1e-7 relative; float64 arithmetic by ~1e-16
 
 
 def test_check_mlx_passes_every_rung_of_the_ladder_in_float32(capsys):
-    assert main(["check", "mlx", "--dtype", "float32", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    rows = report["rows"]
-    assert report["ok"] and report["first_failure"] is None and report["notes"] == []
-    assert [sum(r["level"] == lv for r in rows) for lv in ("ops", "step0", "trajectory")] == \
-        [N_OP_ROWS, 2 + N_TENSORS, 1 + N_TENSORS]
-    loss = next(r for r in rows if r["name"] == "trajectory.loss")
-    assert loss["shape"] == [50] and loss["norm_rel"] < 1e-6
+    loss = passing_check("mlx", "float32", capsys)
+    assert loss["norm_rel"] < 1e-6
 
 
 def test_float64_is_refused_because_mlx_float64_exp_is_float32_accurate(capsys):
