@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -43,10 +45,47 @@ UP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
 
 
-def _free_port() -> int:
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+class _Ports:
+    """Ports for one pool: distinct, free now, and below the kernel's ephemeral range, so
+    neither a port we hand out nor a worker range lands on a port the kernel gives the
+    next outgoing connection (CI once saw Ray refuse a range that held another port of
+    ours: bind(0) answers cluster). Above Ray's own defaults (10001, 10002-19999)."""
+
+    LOW = 20000
+
+    def __init__(self, seed: int | None = None):
+        self.taken: set[int] = set()
+        self.high = max(self.LOW + 1000, _ephemeral_low())
+        self.rng = random.Random(seed)
+
+    def range(self, n: int = 1) -> int:
+        """The first of n consecutive ports, none handed out before and each bindable now."""
+        for _ in range(1000):
+            lo = self.rng.randrange(self.LOW, self.high - n)
+            span = set(range(lo, lo + n))
+            if not span & self.taken and all(_bindable(p) for p in span):
+                self.taken |= span
+                return lo
+        raise GptbenchError(f"no {n} free consecutive port(s) between {self.LOW} and {self.high}")
+
+    def one(self) -> int:
+        return self.range(1)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("", port))
+            return True
+        except OSError:
+            return False
 
 
 def _ray() -> str:
@@ -55,13 +94,17 @@ def _ray() -> str:
     return str(exe) if exe.exists() else shutil.which("ray") or "ray"
 
 
-def _node_ports() -> list[str]:
-    # every port a node binds, chosen free: defaults (52365, 8265...) collide between nodes
-    lo = _free_port()
-    return ["--node-manager-port", str(_free_port()), "--object-manager-port", str(_free_port()),
-            "--metrics-export-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-            "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-            "--min-worker-port", str(lo), "--max-worker-port", str(lo + 40)]
+WORKER_PORTS = 41
+
+
+def _node_ports(ports: _Ports) -> list[str]:
+    # every port a node binds, chosen free and distinct: defaults (52365, 8265, 10001...)
+    # collide between nodes and with any other Ray on the machine
+    lo = ports.range(WORKER_PORTS)
+    return ["--node-manager-port", str(ports.one()), "--object-manager-port", str(ports.one()),
+            "--metrics-export-port", str(ports.one()), "--dashboard-agent-listen-port", str(ports.one()),
+            "--dashboard-agent-grpc-port", str(ports.one()), "--runtime-env-agent-port", str(ports.one()),
+            "--min-worker-port", str(lo), "--max-worker-port", str(lo + WORKER_PORTS - 1)]
 
 
 def client_env(state: dict) -> dict:
@@ -77,7 +120,7 @@ def _path_with_this_python() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
-def _start(name: str, args: list[str], log: Path, state: dict) -> subprocess.Popen:
+def _start(name: str, args: list[str], log: Path, state: dict, ports: _Ports) -> subprocess.Popen:
     # the same host files as the real pool's (cluster/hosts/*/): the start command reads them
     host = log.parent / name
     host.mkdir(exist_ok=True)
@@ -86,7 +129,7 @@ def _start(name: str, args: list[str], log: Path, state: dict) -> subprocess.Pop
     cmd = [_ray(), "start", "--block", "--disable-usage-stats",
            "--num-cpus", "1", "--object-store-memory", str(OBJECT_STORE_BYTES),
            "--resources", (host / "resources.json").read_text(), "--labels-file", str(host / "labels.yaml"),
-           *_node_ports(), *args]
+           *_node_ports(ports), *args]
     with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **client_env(state), "PATH": _path_with_this_python(),
@@ -103,31 +146,54 @@ def up(folder, dashboard: bool = False, nodes=tuple(NODES)) -> dict:
                             f"`gptbench cluster sim down --dir {folder}` first.")
     folder.mkdir(parents=True, exist_ok=True)
     temp_dir = tempfile.mkdtemp(prefix="gbsim", dir="/tmp")
-    port = _free_port()
-    dash_port = _free_port()
-    # Ray replaces a loopback node address by the machine's own IP: use that one
-    state = {"address": f"{ray.util.get_node_ip_address()}:{port}", "temp_dir": temp_dir, "nodes": [],
-             "dashboard_url": f"http://127.0.0.1:{dash_port}" if dashboard else None,
+    state = {"address": None, "temp_dir": temp_dir, "nodes": [], "dashboard_url": None,
              "auth_token_path": str(folder / "auth_token")}
     token = Path(state["auth_token_path"])
     token.write_text(uuid.uuid4().hex)
     token.chmod(0o600)
-    head = ["--head", "--port", str(port), "--temp-dir", temp_dir, "--include-dashboard", str(dashboard).lower()]
-    if dashboard:  # the job server (ray job submit) lives in the dashboard
-        head += ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port)]
+    ports = _Ports()
     procs = {}
     try:
         for name in nodes:
-            args = head if name == "head" else ["--address", state["address"]]
-            procs[name] = _start(name, args, folder / f"{name}.log", state)
-            state["nodes"].append({"name": name, "pid": procs[name].pid})
-            _write_state(folder, state)  # every PID on disk before the next start: down finds them
-            # one at a time: on a loaded 2-core machine, nodes started together time out
-            _wait_for(state, len(procs), folder, procs)
+            for attempt in range(1, START_TRIES + 1):
+                args = _head_args(state, ports, dashboard) if name == "head" else ["--address", state["address"]]
+                procs[name] = _start(name, args, folder / f"{name}.log", state, ports)
+                state["nodes"].append({"name": name, "pid": procs[name].pid})
+                _write_state(folder, state)  # every PID on disk before the next start: down finds them
+                try:
+                    # one at a time: on a loaded 2-core machine, nodes started together time out
+                    _wait_for(state, len(procs), folder, procs)
+                    break
+                except _PortTaken:
+                    if attempt == START_TRIES:
+                        raise
+                    # another process took a port between our check and Ray's bind: new ports
+                    _signal_group(procs.pop(name).pid, signal.SIGKILL)
+                    state["nodes"].pop()
+                    _write_state(folder, state)
     except BaseException:
         down(folder)
         raise
     return state
+
+
+START_TRIES = 3
+
+
+class _PortTaken(GptbenchError):
+    """A node exited at start because a port it was given was in use."""
+
+
+def _head_args(state: dict, ports: _Ports, dashboard: bool) -> list[str]:
+    port, dash_port, client_port = ports.one(), ports.one(), ports.one()
+    # Ray replaces a loopback node address by the machine's own IP: use that one
+    state["address"] = f"{ray.util.get_node_ip_address()}:{port}"
+    state["dashboard_url"] = f"http://127.0.0.1:{dash_port}" if dashboard else None
+    args = ["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
+            "--temp-dir", state["temp_dir"], "--include-dashboard", str(dashboard).lower()]
+    if dashboard:  # the job server (ray job submit) lives in the dashboard
+        args += ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port)]
+    return args
 
 
 def _alive_nodes(state: dict) -> int | None:
@@ -147,12 +213,25 @@ def _wait_for(state: dict, n: int, folder: Path, procs: dict) -> None:
     while time.monotonic() < deadline:
         dead = [name for name, proc in procs.items() if proc.poll() is not None]
         if dead:
-            raise GptbenchError(f"simulated node(s) {dead} exited at start; see {folder}/<name>.log")
+            tails = {name: _tail(folder / f"{name}.log") for name in dead}
+            logs = "\n".join(f"--- {folder / name}.log, last lines:\n{tail}" for name, tail in tails.items())
+            port_taken = all(_PORT_IN_USE.search(tail) for tail in tails.values())
+            raise (_PortTaken if port_taken else GptbenchError)(f"simulated node(s) {dead} exited at start.\n{logs}")
         if (_alive_nodes(state) or 0) >= n:
             return
         time.sleep(1.0)
     raise GptbenchError(f"the simulated pool did not reach {n} node(s) within {UP_TIMEOUT_S:.0f} s; "
                         f"see the logs in {folder}")
+
+
+_PORT_IN_USE = re.compile(r"port.*(in use|used by)|address already in use", re.IGNORECASE)
+
+
+def _tail(path: Path, lines: int = 6) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(unreadable: {e})"
 
 
 def _write_state(folder: Path, state: dict) -> None:

@@ -204,3 +204,34 @@ def test_local_ray_when_no_address_is_given(tmp_path):
     records = read_records(out)
     assert len(records) == 2 and {r["status"] for r in records} == {"ok"}
     assert {r["node_labels"]["gptbench/class"] for r in records} == {"local"}
+
+
+def test_pool_ports_are_distinct_and_outside_the_ephemeral_range():
+    # CI once lost the whole pool: bind(0) gave a port inside a worker range picked before it
+    ports = sim._Ports(seed=0)
+    singles = [ports.one() for _ in range(30)]
+    ranges = [set(range(lo, lo + sim.WORKER_PORTS)) for lo in (ports.range(sim.WORKER_PORTS) for _ in range(3))]
+    handed = singles + [p for r in ranges for p in r]
+    assert len(handed) == len(set(handed)) == 30 + 3 * sim.WORKER_PORTS
+    assert all(sim._Ports.LOW <= p < sim._ephemeral_low() for p in handed)
+
+
+def test_a_node_that_loses_a_port_race_is_restarted_and_a_failed_start_shows_its_log(tmp_path, monkeypatch):
+    # fake nodes: the first dies the way Ray does on a taken port, the second for another reason
+    lines = ["ValueError: Ray component worker_ports is trying to use a port number 20001 "
+             "that is used by other components.", "RuntimeError: something else entirely"]
+    started = []
+
+    def fake_start(name, args, log, state, ports):
+        started.append(args)
+        log.write_text(f"starting {name}\n{lines[len(started) - 1]}\n")
+        return subprocess.Popen(["sh", "-c", "exit 1"], start_new_session=True)
+
+    monkeypatch.setattr(sim, "_start", fake_start)
+    monkeypatch.setattr(sim, "_alive_nodes", lambda state: 0)
+    with pytest.raises(sim.GptbenchError) as err:
+        sim.up(tmp_path, nodes=("head",))
+    assert len(started) == 2 and started[0][started[0].index("--port") + 1] != started[1][started[1].index("--port") + 1]
+    assert "something else entirely" in str(err.value) and str(tmp_path / "head.log") in str(err.value)
+    assert type(err.value) is sim.GptbenchError  # not retried again: not a port race
+    assert not (tmp_path / sim.STATE).exists()  # torn down
