@@ -8,8 +8,9 @@ against the live pool (ray.nodes()) and the cell's memory estimate turns what no
 run into a `no_host` record: Ray would queue an infeasible task forever, silently.
 
 Failures end in records, never in a hang: tasks have max_retries=0 (a task killed for
-memory would otherwise be retried blindly); a node lost under a task is retried on
-another node of its class up to LOST_NODE_RETRIES times, then recorded as `crash`; every
+memory would otherwise be retried blindly); a worker or node lost under a task is
+retried up to LOST_NODE_RETRIES times on the pool as it is after the loss (a class with no
+node left gives `no_host`), then recorded as `crash`; every
 wait is bounded (a task with no result by its deadline is cancelled and `timeout`).
 The driver appends each record to the run directory as it arrives (suite/store.py), so
 Ctrl-C, `ray job stop` or a killed driver lose no finished cell; `--resume` runs the rest.
@@ -38,6 +39,10 @@ LOST_NODE_RETRIES = 1
 # overlapping host class on the same slot
 START_GRACE_S = 120.0
 WAIT_S = 0.5            # the driver loop's tick: ray.wait never blocks longer
+# after a loss, how long to wait for the GCS to mark a node dead whose raylet no longer
+# answers (its health checks: ~15 s for a refused connection, ~65 s for a silent host)
+NODE_DEATH_WAIT_S = 75.0
+PROBE_TIMEOUT_S = 2.0
 LOST = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError",
         "OwnerDiedError", "RaySystemError", "ActorDiedError")
 
@@ -49,6 +54,7 @@ class Node:
     ip: str
     labels: dict
     resources: dict
+    port: int = 0  # the raylet's (node manager's)
 
     def describe(self) -> str:
         labels = {k: v for k, v in self.labels.items() if not k.startswith("ray.io/")}
@@ -58,8 +64,36 @@ class Node:
 
 
 def live_nodes() -> list[Node]:
-    return [Node(n["NodeID"], n["NodeManagerAddress"], dict(n.get("Labels") or {}), dict(n["Resources"]))
-            for n in ray.nodes() if n["Alive"]]
+    return [Node(n["NodeID"], n["NodeManagerAddress"], dict(n.get("Labels") or {}), dict(n["Resources"]),
+                 int(n.get("NodeManagerPort") or 0)) for n in ray.nodes() if n["Alive"]]
+
+
+def answers(node: Node) -> bool:
+    """Whether the node's raylet accepts a connection now: a dead raylet refuses at once,
+    long before the GCS's health checks mark its node dead."""
+    try:
+        with socket.create_connection((node.ip, node.port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def nodes_after_loss(log=lambda line: None) -> list[Node]:
+    """The live pool after a cell lost its worker or node. Ray still lists a dead node as
+    alive until its health checks fail, and a cell resubmitted before then is sent to it and
+    waits there until its deadline. So nodes whose raylet does not answer are waited for
+    until the GCS drops them (bounded), and left out either way. When no node answers, this
+    driver cannot reach raylets at all (Ray Client): the GCS's view is all there is."""
+    nodes = live_nodes()
+    silent = {n.node_id for n in nodes if n.port and not answers(n)}
+    if not silent or len(silent) == len(nodes):
+        return nodes
+    log(f"{len(silent)} node(s) no longer answer; waiting up to {NODE_DEATH_WAIT_S:.0f} s for Ray to drop them")
+    deadline = time.monotonic() + NODE_DEATH_WAIT_S
+    while silent & {n.node_id for n in nodes} and time.monotonic() < deadline:
+        time.sleep(1.0)
+        nodes = live_nodes()
+    return [n for n in nodes if n.node_id not in silent]
 
 
 def requirements(hc: HostClass) -> tuple[dict, dict]:
@@ -184,10 +218,15 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         while pending or flights:
             _submit(pending, flights, nodes, matrix, code_version)
             ready, _ = ray.wait(list(flights), num_returns=1, timeout=WAIT_S)
+            lost = False
             for ref in ready:
                 record = _collect(ref, flights.pop(ref), pending, matrix, code_version)
                 if record:
                     write(record)
+                else:  # the cell went back to pending: its worker or node was lost
+                    lost = True
+            if lost:
+                nodes = _refresh_or_fail(pending, matrix, code_version, write, nodes_after_loss(log))
             now = time.monotonic()
             for ref, f in list(flights.items()):
                 if now > f.deadline:  # bounded wait: a stuck task ends as a record, not a hang
@@ -195,9 +234,9 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
                     del flights[ref]
                     write(driver_record(f.todo.cell, f.todo.cell_id, code_version, f.todo.hc, matrix.timeout_s,
                                         "timeout", f"dispatch: no result within {f.deadline - f.submitted:.0f} s "
-                                        "of submission (task stuck or queued); cancelled"))
+                                        "of submission (task stuck or queued); cancelled", attempts=f.todo.attempts))
             if pending and not flights:
-                nodes = _refresh_or_fail(pending, matrix, code_version, write)
+                nodes = _refresh_or_fail(pending, matrix, code_version, write, live_nodes())
     except KeyboardInterrupt:
         out.interrupted = True
         _cancel_all(flights)
@@ -264,9 +303,9 @@ def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) 
     return record
 
 
-def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write) -> list[Node]:
-    """Nothing runs but cells wait (a node was lost): re-check them against the pool now."""
-    nodes = live_nodes()
+def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write, nodes: list[Node]) -> list[Node]:
+    """Re-check the waiting cells against the pool as it is now (after a loss, or when
+    nothing runs): a cell no node can run any more is recorded `no_host`."""
     for t in list(pending):
         reason = infeasible(t.cell, t.hc, nodes, memory.estimate_fields(t.cell))
         if reason:

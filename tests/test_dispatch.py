@@ -177,6 +177,80 @@ def test_interrupt_keeps_finished_records_and_says_how_to_resume(pool, tmp_path,
     assert not _cells_of_pool(pool)  # cancelled cells were killed, not orphaned
 
 
+LONG_ON_HEAD = """
+name: long
+backends: [numpy]
+workloads:
+  train: {options: {steps: 400, batch_size: 4, eval_batches: 1}}
+specs: [tiny]
+timeout_s: 120
+host_classes:
+  head: {labels: {gptbench/class: head}, budget_mb: 1000, threads: 1}
+"""
+
+
+@pytest.mark.parametrize("kills", [1, 2])
+def test_a_worker_lost_under_a_cell_is_retried_once_then_recorded(pool, tmp_path, kills):
+    """SIGKILL the Ray worker running the cell (what a lost node or an OOM-killed worker
+    looks like to the driver): the cell runs again once, on a fresh worker; lost twice, it
+    becomes a `crash` record that says so. Never a hang, never a blind retry loop."""
+    out = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, LONG_ON_HEAD), "--address",
+                               "auto", "--out", str(out)], env=pool["env"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    killed = set()
+    deadline = time.monotonic() + 120
+    while len(killed) < kills and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        for cell in _cells_of_pool(pool):
+            if cell.pid not in killed:
+                killed.add(cell.pid)
+                cell.parent().kill()  # the Ray worker; the cell dies with it (PR_SET_PDEATHSIG)
+        time.sleep(0.05)
+    assert len(killed) == kills
+    _, err = driver.communicate(timeout=240)
+    assert driver.returncode == 0, err[-3000:]
+    [record] = read_records(out)
+    assert record["attempts"] == 2
+    if kills == 1:
+        assert record["status"] == "ok" and record["metrics"]["tokens_per_s"] > 0
+    else:
+        assert record["status"] == "crash"
+        assert "lost its node or worker 2 time(s)" in record["reason"] and "Worker" in record["reason"]
+
+
+def test_a_node_lost_under_its_cell_ends_in_a_record_within_seconds(tmp_path):
+    """Kill the lowram node (its whole process tree) while its cell runs, in a pool of its
+    own. Ray lists a dead node as alive until its health checks fail; the driver sees the
+    raylet refuse connections, waits for Ray to drop the node, then finds no lowram node
+    left: `no_host`, in seconds, not `timeout` after the cell's deadline."""
+    pool = sim.up(tmp_path / "pool", nodes=("head", "lowram"))
+    try:
+        env = {**os.environ, **sim.client_env(pool)}
+        out = tmp_path / "run"
+        matrix = LONG_ON_HEAD.replace("head: {labels: {gptbench/class: head}", "lowram: {labels: {gptbench/class: lowram}")
+        driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, matrix), "--address", "auto",
+                                   "--out", str(out)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        deadline = time.monotonic() + 120
+        while not _cells_of_pool(pool) and time.monotonic() < deadline:
+            assert driver.poll() is None, driver.communicate()[1][-3000:]
+            time.sleep(0.05)
+        node = psutil.Process(next(n["pid"] for n in pool["nodes"] if n["name"] == "lowram"))
+        t0 = time.monotonic()
+        for p in [node, *node.children(recursive=True)]:
+            p.kill()
+        _, err = driver.communicate(timeout=240)
+        assert driver.returncode == 0, err[-3000:]
+        assert time.monotonic() - t0 < 120  # the matrix's timeout_s: a record long before the task's deadline
+        [record] = read_records(out)
+        assert record["status"] == "no_host" and record["attempts"] == 1
+        assert record["reason"].startswith("after losing a node: host class 'lowram': no live node has label")
+        assert "no longer answer" in err
+    finally:
+        sim.down(tmp_path / "pool")
+
+
 def test_ray_job_submit_runs_a_matrix_end_to_end(pool, node_classes, tmp_path):
     out = tmp_path / "job-run"  # absolute: the job runs in the head's copy of the working dir
     proc = subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "submit", "--address",
