@@ -109,6 +109,12 @@ timeout_s: 120
 """ + CLASSES
 
 
+def _start_driver(matrix: str, out: Path, env: dict) -> subprocess.Popen:
+    """`gptbench run` in the background, as a user would start it."""
+    return subprocess.Popen([sys.executable, "-m", "suite", "run", matrix, "--address", "auto", "--out", str(out)],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _wait_for_records(run_dir: Path, n: int, proc, timeout_s=120):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -134,8 +140,7 @@ def _cells_of_pool(pool) -> list[psutil.Process]:
 def test_killed_driver_then_resume_loses_nothing_and_repeats_nothing(pool, tmp_path):
     out = tmp_path / "run"
     matrix = _matrix(tmp_path, SLOW)
-    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", matrix, "--address", "auto", "--out", str(out)],
-                              env=pool["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = _start_driver(matrix, out, pool["env"])
     _wait_for_records(out, 2, driver)
     driver.kill()  # SIGKILL: no handler runs, cells are mid-flight
     driver.communicate()
@@ -160,9 +165,7 @@ def test_killed_driver_then_resume_loses_nothing_and_repeats_nothing(pool, tmp_p
 def test_interrupt_keeps_finished_records_and_says_how_to_resume(pool, tmp_path, sig):
     """Ctrl-C is SIGINT; `ray job stop` sends the driver SIGTERM."""
     out = tmp_path / "run"
-    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, SLOW), "--address", "auto",
-                               "--out", str(out)], env=pool["env"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    driver = _start_driver(_matrix(tmp_path, SLOW), out, pool["env"])
     _wait_for_records(out, 1, driver)
     t0 = time.monotonic()
     driver.send_signal(sig)
@@ -195,9 +198,7 @@ def test_a_worker_lost_under_a_cell_is_retried_once_then_recorded(pool, tmp_path
     looks like to the driver): the cell runs again once, on a fresh worker; lost twice, it
     becomes a `crash` record that says so. Never a hang, never a blind retry loop."""
     out = tmp_path / "run"
-    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, LONG_ON_HEAD), "--address",
-                               "auto", "--out", str(out)], env=pool["env"], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    driver = _start_driver(_matrix(tmp_path, LONG_ON_HEAD), out, pool["env"])
     killed = set()
     deadline = time.monotonic() + 120
     while len(killed) < kills and time.monotonic() < deadline:
@@ -229,9 +230,7 @@ def test_a_node_lost_under_its_cell_ends_in_a_record_within_seconds(tmp_path):
         env = {**os.environ, **sim.client_env(pool)}
         out = tmp_path / "run"
         matrix = LONG_ON_HEAD.replace("head: {labels: {gptbench/class: head}", "lowram: {labels: {gptbench/class: lowram}")
-        driver = subprocess.Popen([sys.executable, "-m", "suite", "run", _matrix(tmp_path, matrix), "--address", "auto",
-                                   "--out", str(out)], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+        driver = _start_driver(_matrix(tmp_path, matrix), out, env)
         deadline = time.monotonic() + 120
         while not _cells_of_pool(pool) and time.monotonic() < deadline:
             assert driver.poll() is None, driver.communicate()[1][-3000:]
