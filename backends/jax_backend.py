@@ -75,8 +75,12 @@ def cross_entropy(logits, targets):
     return -jnp.take_along_axis(logp, targets[..., None], axis=-1).mean()
 
 
+def linear_gelu(x, w, b):
+    return gelu(linear(x, w, b))  # the MLP's first half, one op as in backends/torch_model.py
+
+
 OPS = {"embedding": embedding, "layernorm": layernorm, "linear": linear, "attention": attention,
-       "gelu": gelu, "cross_entropy": cross_entropy}
+       "gelu": gelu, "linear_gelu": linear_gelu, "cross_entropy": cross_entropy}
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -105,7 +109,7 @@ def hidden(P, idx, n_layer, n_head, kv=None, start=0):
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
         x = x + linear(y, P[p + "attn.c_proj.weight"], P[p + "attn.c_proj.bias"])
         h = layernorm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"])
-        h = gelu(linear(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"]))  # (B, T, 4C)
+        h = linear_gelu(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"])  # (B, T, 4C)
         x = x + linear(h, P[p + "mlp.c_proj.weight"], P[p + "mlp.c_proj.bias"])
     return layernorm(x, P["ln_f.weight"], P["ln_f.bias"]), new_kv
 

@@ -30,7 +30,7 @@ except ImportError:  # unavailable() explains; the module stays importable for d
     torch = F = None
 
 INSTALL_HINT = "pip install 'gptbench[torch]'"
-OPS = ("embedding", "layernorm", "linear", "attention", "gelu", "cross_entropy")
+OPS = ("embedding", "layernorm", "linear", "attention", "gelu", "linear_gelu", "cross_entropy")
 
 
 # --- ops: torch tensors in, torch tensors out ----------------------------------------------
@@ -93,6 +93,11 @@ class TorchBackend(Backend):
     attention = staticmethod(sdpa_attention)
     gelu = staticmethod(gelu)
     cross_entropy = staticmethod(cross_entropy)
+
+    def linear_gelu(self, x, w, b):
+        """The MLP's gelu(linear(x, w, b)), composed of this backend's own two ops (so a
+        subclass that swaps either changes it too); a subclass may fuse it instead."""
+        return self.gelu(self.linear(x, w, b))
 
     @classmethod
     def unavailable(cls, device="cpu", dtype="float32"):

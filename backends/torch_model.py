@@ -42,7 +42,7 @@ class MLP(nn.Module):
         self.ops = ops
 
     def forward(self, x):
-        h = self.ops.gelu(self.ops.linear(x, self.c_fc.weight, self.c_fc.bias))  # (B, T, 4C)
+        h = self.ops.linear_gelu(x, self.c_fc.weight, self.c_fc.bias)  # (B, T, 4C)
         return self.ops.linear(h, self.c_proj.weight, self.c_proj.bias)
 
 

@@ -1,14 +1,18 @@
-"""Triton backend: the torch model (backends/torch_eager.py) with attention, LayerNorm and
-cross-entropy replaced by Triton kernels written in this project (backends/kernels/):
+"""Triton backend: the torch model (backends/torch_eager.py) with attention, LayerNorm,
+the MLP's bias + GELU and cross-entropy replaced by Triton kernels written in this project
+(backends/kernels/):
 
   attention      flash attention, forward and backward, no T x T matrix (flash_attn.py)
   layernorm      output written once in the matmul's dtype under autocast (layernorm.py)
+  linear_gelu    torch's matmul without bias, then bias + GELU in one kernel that saves only
+                 the matmul's output and sums db in its backward (bias_gelu.py)
   cross_entropy  logits read in their own dtype, no float32 copy of them (cross_entropy.py)
 
-Embedding, linear and GELU stay torch's. On a GPU this is the fast path; on a CPU the
-kernels run only in Triton's interpreter (TRITON_INTERPRET=1), slowly, to prove them correct.
-The kernel modules are imported when a backend is built, not with this module, so that
-discovery works without triton and the interpreter setting is read at the right time.
+Embedding and the other linears stay torch's (so does the `gelu` op, which the model no
+longer calls alone). On a GPU this is the fast path; on a CPU the kernels run only in
+Triton's interpreter (TRITON_INTERPRET=1), slowly, to prove them correct. The kernel
+modules are imported when a backend is built, not with this module, so that discovery
+works without triton and the interpreter setting is read at the right time.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from backends.torch_eager import TorchBackend, torch
+from backends.torch_eager import F, TorchBackend, torch
 from suite.spec import LN_EPS
 
 INSTALL_HINT = "pip install 'gptbench[triton]'"
@@ -43,6 +47,14 @@ def layernorm(x, w, b):
     return layer_norm(x, w, b, LN_EPS, _autocast_dtype(x.device.type))
 
 
+def linear_gelu(x, w, b):
+    """gelu(x w^T + b): the matmul is torch's (autocast casts it as it casts F.linear), the
+    bias and GELU are one kernel, in the matmul's output dtype."""
+    from backends.kernels.bias_gelu import bias_gelu
+
+    return bias_gelu(F.linear(x, w), b)
+
+
 def cross_entropy(logits, targets):
     from backends.kernels.cross_entropy import cross_entropy as ce
 
@@ -56,6 +68,7 @@ class TritonBackend(TorchBackend):
 
     attention = staticmethod(attention)
     layernorm = staticmethod(layernorm)
+    linear_gelu = staticmethod(linear_gelu)
     cross_entropy = staticmethod(cross_entropy)
 
     @classmethod

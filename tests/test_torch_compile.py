@@ -30,7 +30,7 @@ def compiled():
 def test_check_compile_passes(dtype, capsys):
     assert main(["check", "compile", "--dtype", dtype, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and len(report["rows"]) == 19 + 30 + 29
+    assert report["ok"] and len(report["rows"]) == 23 + 30 + 29
 
 
 def test_numpy_torch_and_compile_trajectories_agree_over_50_steps(compiled):

@@ -49,6 +49,13 @@ def _embedding_vjp(inputs, dout):
     return out, ref.embedding_backward(dout, cache)
 
 
+def _linear_gelu_vjp(inputs, dout):
+    """The reference's linear then gelu, chained: the op a backend may fuse."""
+    h, linear_cache = ref.linear_forward(*inputs)
+    out, gelu_cache = ref.gelu_forward(h)
+    return out, ref.linear_backward(ref.gelu_backward(dout, gelu_cache), linear_cache)
+
+
 def op_cases(spec, rng):
     """(op name, float64 inputs, dout, gradient names, reference vjp) for each op of the spec's
     sizes: B=2, T=block_size. Inputs are O(1) so that every op works in its interesting range."""
@@ -64,6 +71,8 @@ def op_cases(spec, rng):
         ("attention", (n((B, NH, T, HS)), n((B, NH, T, HS)), n((B, NH, T, HS))), n((B, NH, T, HS)),
          ("dq", "dk", "dv"), _vjp(ref.attention_forward, ref.attention_backward)),
         ("gelu", (2.0 * n((B, T, 4 * C)),), n((B, T, 4 * C)), ("dx",), _vjp(ref.gelu_forward, ref.gelu_backward)),
+        ("linear_gelu", (2.0 * n((B, T, C)), n((4 * C, C)) / np.sqrt(C), 0.1 * n(4 * C)), n((B, T, 4 * C)),
+         ("dx", "dw", "db"), _linear_gelu_vjp),
         ("cross_entropy", (2.0 * n((B, T, V)), rng.integers(0, V, (B, T))), np.float64(1.0), ("dlogits",),
          _vjp(ref.cross_entropy_forward, ref.cross_entropy_backward)),
     ]
