@@ -3,7 +3,6 @@ CLI in float64 and float32, KV-cache generation, the jitted train_step, and what
 says where jax is missing."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import backends.jax_backend as jax_backend  # noqa: E402
 from backends.jax_backend import JaxBackend  # noqa: E402
 from backends.numpy_ref import NumpyBackend  # noqa: E402
 from suite.cli import main  # noqa: E402
-from ladder_checks import passing_check  # noqa: E402
+from ladder_checks import assert_generation_equals_the_reference, passing_check, step_norms  # noqa: E402
 from suite.spec import preset  # noqa: E402
 from suite.weights import init_params  # noqa: E402
 
@@ -28,15 +27,7 @@ def test_check_jax_passes_every_rung_of_the_ladder(dtype, capsys):
 
 
 def test_greedy_and_sampled_generation_with_the_kv_cache_equal_the_reference():
-    params = init_params(SPEC, seed=3)
-    prompt = np.random.default_rng(1).integers(0, SPEC.vocab_size, (2, 5))
-    ref = NumpyBackend(SPEC, dtype="float64")
-    ref.load_state(params)
-    model = JaxBackend(SPEC, dtype="float64")
-    model.load_state(params)
-    # 40 new tokens overflow the 16-token block twice: the cache is refilled on the way
-    for kw in (dict(max_new_tokens=40, temperature=0), dict(max_new_tokens=40, temperature=0.8, top_k=5, seed=7)):
-        np.testing.assert_array_equal(model.generate(prompt, **kw), ref.generate(prompt, **kw))
+    assert_generation_equals_the_reference(JaxBackend(SPEC, dtype="float64"))
 
 
 def test_train_step_keeps_the_loss_on_the_device_and_equals_the_reference_step():
@@ -55,13 +46,7 @@ def test_train_step_keeps_the_loss_on_the_device_and_equals_the_reference_step()
 
 
 def test_step_returns_the_norm_before_clipping():
-    x = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 4, SPEC.block_size))
-    norms = []
-    for b in (NumpyBackend(SPEC, dtype="float64"), JaxBackend(SPEC, dtype="float64")):
-        b.load_state(init_params(SPEC))
-        b.forward(x[0], x[1])
-        grads = b.backward()
-        norms.append((b.step(1e-2), math.sqrt(sum(float((g * g).sum()) for g in grads.values()))))
+    norms = step_norms(JaxBackend(SPEC, dtype="float64"))
     assert norms[0][0] > 1.0  # the clip is active
     assert norms[1][0] == pytest.approx(norms[1][1], rel=1e-12) == pytest.approx(norms[0][0], rel=1e-12)
 

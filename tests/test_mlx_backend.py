@@ -13,7 +13,7 @@ import backends.mlx_backend as mlx_backend  # noqa: E402
 from backends.mlx_backend import MlxBackend  # noqa: E402
 from backends.numpy_ref import NumpyBackend  # noqa: E402
 from suite.cli import main  # noqa: E402
-from ladder_checks import passing_check  # noqa: E402
+from ladder_checks import assert_generation_equals_the_reference, passing_check  # noqa: E402
 from suite.spec import preset  # noqa: E402
 from suite.weights import init_params  # noqa: E402
 
@@ -37,16 +37,8 @@ def test_float64_is_refused_because_mlx_float64_exp_is_float32_accurate(capsys):
 
 
 def test_greedy_and_sampled_generation_with_the_kv_cache_equal_the_reference():
-    params = init_params(SPEC, seed=3)
-    prompt = np.random.default_rng(1).integers(0, SPEC.vocab_size, (2, 5))
-    ref = NumpyBackend(SPEC, dtype="float64")
-    ref.load_state(params)
-    model = MlxBackend(SPEC, dtype="float32")
-    model.load_state(params)
-    # 40 new tokens overflow the 16-token block twice: the cache is refilled on the way.
     # float32 logits pick the same tokens as float64 ones here (no near-ties)
-    for kw in (dict(max_new_tokens=40, temperature=0), dict(max_new_tokens=40, temperature=0.8, top_k=5, seed=7)):
-        np.testing.assert_array_equal(model.generate(prompt, **kw), ref.generate(prompt, **kw))
+    assert_generation_equals_the_reference(MlxBackend(SPEC, dtype="float32"))
 
 
 def test_cached_logits_equal_the_full_forward():

@@ -3,7 +3,6 @@ through the CLI, attention in every shape generation uses, KV-cache generation, 
 fast path, and what `gptbench` says where torch or CUDA is missing."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from backends import numpy_ref
 from backends.numpy_ref import NumpyBackend
 from backends.torch_eager import TorchBackend, math_attention, sdpa_attention
 from suite.cli import main
-from ladder_checks import passing_check
+from ladder_checks import assert_generation_equals_the_reference, passing_check, step_norms
 from suite.spec import preset
 from suite.weights import init_params
 
@@ -47,18 +46,8 @@ def test_attention_matches_the_reference_for_queries_at_the_end(attention, tq, t
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "math"])
-def test_greedy_generation_with_the_kv_cache_equals_the_reference(attention):
-    params = init_params(SPEC, seed=3)
-    prompt = np.random.default_rng(1).integers(0, SPEC.vocab_size, (2, 5))
-    ref = NumpyBackend(SPEC, dtype="float64")
-    ref.load_state(params)
-    model = TorchBackend(SPEC, dtype="float64", attention=attention)
-    model.load_state(params)
-    # 40 new tokens overflow the 16-token block twice: the cache is refilled on the way
-    kw = dict(max_new_tokens=40, temperature=0)
-    np.testing.assert_array_equal(model.generate(prompt, **kw), ref.generate(prompt, **kw))
-    kw = dict(max_new_tokens=40, temperature=0.8, top_k=5, seed=7)
-    np.testing.assert_array_equal(model.generate(prompt, **kw), ref.generate(prompt, **kw))
+def test_greedy_and_sampled_generation_with_the_kv_cache_equal_the_reference(attention):
+    assert_generation_equals_the_reference(TorchBackend(SPEC, dtype="float64", attention=attention))
 
 
 def test_train_step_keeps_the_loss_on_the_device_and_equals_the_reference_step():
@@ -77,15 +66,7 @@ def test_train_step_keeps_the_loss_on_the_device_and_equals_the_reference_step()
 
 
 def test_step_returns_the_norm_before_clipping():
-    model = TorchBackend(SPEC, dtype="float64")
-    ref = NumpyBackend(SPEC, dtype="float64")
-    x = np.random.default_rng(0).integers(0, SPEC.vocab_size, (2, 4, SPEC.block_size))
-    norms = []
-    for b in (ref, model):
-        b.load_state(init_params(SPEC))
-        b.forward(x[0], x[1])
-        grads = b.backward()
-        norms.append((b.step(1e-2), math.sqrt(sum(float((g * g).sum()) for g in grads.values()))))
+    norms = step_norms(TorchBackend(SPEC, dtype="float64"))
     assert norms[1][0] == pytest.approx(norms[1][1], rel=1e-12) == pytest.approx(norms[0][0], rel=1e-12)
 
 
