@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from suite.errors import BackendError
+from gptspec.errors import BackendError
 
 # built-in name -> "module:Class"; modules are imported only when asked for, so a NumPy
 # cell on a low-RAM box never imports torch.

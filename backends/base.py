@@ -1,7 +1,7 @@
 """The backend contract: what every implementation of the spec provides.
 
 All inputs and outputs at this boundary are NumPy arrays with canonical names
-(suite/weights.py), so a backend is judged by numbers alone. The suite owns data,
+(gptspec/weights.py), so a backend is judged by numbers alone. The suite owns data,
 learning-rate schedule and sampling randomness; a backend owns the math.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from suite.optim import AdamWConfig
-from suite.spec import GPTSpec
+from gptspec.optim import AdamWConfig
+from gptspec.spec import GPTSpec
 
 
 class Backend:
@@ -56,7 +56,7 @@ class Backend:
         raise NotImplementedError
 
     def step(self, lr: float) -> float:
-        """One AdamW update (suite/optim.py semantics) from the last backward's gradients,
+        """One AdamW update (gptspec/optim.py semantics) from the last backward's gradients,
         after global-norm clipping. Returns the gradient norm before clipping."""
         raise NotImplementedError
 

@@ -1,5 +1,5 @@
 """JAX backend: the spec as pure functions of a parameter dict, gradients by jax autodiff,
-AdamW written out in jax.numpy (suite/optim.py's update, line for line), the whole training
+AdamW written out in jax.numpy (gptspec/optim.py's update, line for line), the whole training
 step one `jax.jit` computation.
 
 Parameters keep their canonical names and torch (out, in) layout, so loading is a copy and
@@ -21,9 +21,9 @@ from functools import partial
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import adamw_functional, decays
-from suite.spec import LN_EPS
-from suite.weights import check_params
+from gptspec.optim import adamw_functional, decays
+from gptspec.spec import LN_EPS
+from gptspec.weights import check_params
 
 try:
     import jax

@@ -1,5 +1,5 @@
 """MLX backend: the spec as pure functions of a parameter dict (the way MLX ports of nanoGPT
-write it), gradients by `mx.value_and_grad`, AdamW written out (suite/optim.py's update),
+write it), gradients by `mx.value_and_grad`, AdamW written out (gptspec/optim.py's update),
 the training step one `mx.compile`d function.
 
 Written by following docs/adding-a-backend.md. Three MLX facts shape it:
@@ -25,9 +25,9 @@ from functools import partial
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import adamw_functional, decays
-from suite.spec import LN_EPS
-from suite.weights import check_params
+from gptspec.optim import adamw_functional, decays
+from gptspec.spec import LN_EPS
+from gptspec.weights import check_params
 
 try:
     import mlx.core as mx

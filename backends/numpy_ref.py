@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import decays
-from suite.spec import LN_EPS
+from gptspec.optim import decays
+from gptspec.spec import LN_EPS
 
 GELU_C = math.sqrt(2.0 / math.pi)
 

@@ -1,5 +1,5 @@
 """PyTorch eager backend: the spec as torch modules (backends/torch_model.py), AdamW and
-global-norm clipping from torch (the semantics of suite/optim.py).
+global-norm clipping from torch (the semantics of gptspec/optim.py).
 
 Every layer's arithmetic is one of the op functions below, held as class attributes of
 TorchBackend: a subclass swaps one (the Triton backend swaps `attention`), the constructor's
@@ -19,9 +19,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import decays
-from suite.spec import LN_EPS
-from suite.weights import check_params
+from gptspec.optim import decays
+from gptspec.spec import LN_EPS
+from gptspec.weights import check_params
 
 try:
     import torch
@@ -203,7 +203,7 @@ class TorchBackend(Backend):
             p.grad = None
 
     def _clip_grads(self):
-        """Global-norm clip (suite/optim.py); returns the norm before clipping, on the device."""
+        """Global-norm clip (gptspec/optim.py); returns the norm before clipping, on the device."""
         params = list(self.params.values())
         if self.optim.grad_clip > 0:
             return torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)

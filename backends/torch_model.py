@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from suite.spec import LN_EPS, MLP_RATIO
+from gptspec.spec import LN_EPS, MLP_RATIO
 
 
 class CausalSelfAttention(nn.Module):

@@ -21,7 +21,7 @@ import importlib.util
 import os
 
 from backends.torch_eager import F, TorchBackend, torch
-from suite.spec import LN_EPS
+from gptspec.spec import LN_EPS
 
 INSTALL_HINT = "pip install 'gptbench[triton]'"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends.base import Backend
-from suite.optim import decays
+from gptspec.optim import decays
 
 try:  # an optional dependency: unavailable() tells the user, instead of an ImportError
     import torch

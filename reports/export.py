@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.store import read_records
+from reports.rundir import read_records
 
 
 def records_table(records: list[dict]) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.store import RUN, read_hosts, read_records
+from reports.rundir import RUN, read_hosts, read_records
 
 # worst first: a grid square holding several cells takes the colour of its worst status
 STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
@@ -146,7 +146,7 @@ def attention_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def conformance_cards(records: list[dict]) -> list[dict]:
-    """The report cards (workloads/conformance.py): conformance cells, and gates run before
+    """The report cards (workloads/conformance/ladder.py): conformance cells, and gates run before
     another workload. Each: {cell_id, host, status, card}."""
     cards = []
     for r in records:

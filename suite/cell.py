@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import workloads
-from suite.spec import GPTSpec, preset
+from gptspec.spec import GPTSpec, preset
 
 STATUSES = ("ok", "nonconformant", "oom", "timeout", "crash", "unavailable", "diverged", "no_host")
 # modules whose presence in the child says what it paid for (the NumPy cell must show no torch)

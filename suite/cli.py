@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from suite.errors import GptbenchError
+from gptspec.errors import GptbenchError
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -23,7 +23,7 @@ def _set_threads(n: int | None) -> None:
 
 
 def _spec(arg: str):
-    from suite.spec import resolve_spec
+    from gptspec.spec import resolve_spec
 
     return resolve_spec(arg)
 
@@ -75,7 +75,7 @@ def cmd_check(args) -> int:
     spec = _spec(args.spec)
     if cls is NumpyBackend and args.dtype == "float64":
         return _check_finite_differences(args, spec)
-    from workloads.conformance import run_ladder
+    from workloads.conformance.ladder import run_ladder
 
     report = run_ladder(cls(spec, device=args.device, dtype=args.dtype), name=args.backend, seed=args.seed,
                         steps=args.steps, batch_size=args.batch_size)
@@ -84,7 +84,7 @@ def cmd_check(args) -> int:
 
 
 def _check_finite_differences(args, spec) -> int:
-    from workloads.gradcheck import REL_TOL, gradcheck
+    from workloads.conformance.gradcheck import REL_TOL, gradcheck
 
     rows = gradcheck(spec, seed=args.seed, samples=None if args.full else args.samples, perturb=0.1)
     ok = all(r.ok for r in rows)
@@ -114,7 +114,7 @@ def _build_backend(args, spec):
 
 
 def cmd_train(args) -> int:
-    from suite.data import load_corpus
+    from gptspec.data import load_corpus
     from workloads.train import config_for, train
 
     spec = _spec(args.spec)
@@ -140,7 +140,7 @@ def cmd_train(args) -> int:
     if args.out:
         from pathlib import Path
 
-        from suite.weights import save_safetensors
+        from gptspec.weights import save_safetensors
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -174,8 +174,8 @@ def _print_train_summary(r: dict, out) -> None:
 def cmd_generate(args) -> int:
     import numpy as np
 
-    from suite.data import load_corpus, tokenizer_from_dict
-    from suite.weights import init_params, load_safetensors, read_safetensors
+    from gptspec.data import load_corpus, tokenizer_from_dict
+    from gptspec.weights import init_params, load_safetensors, read_safetensors
 
     if args.weights:
         spec, params = load_safetensors(args.weights, _spec(args.spec) if args.spec else None)

@@ -15,12 +15,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 import workloads
+from gptspec.errors import GptbenchError
+from gptspec.spec import resolve_spec
 from suite.cell import Cell
-from suite.errors import GptbenchError
-from suite.spec import resolve_spec
 
 DEFAULT_PATH = Path(__file__).with_name("default_matrix.yaml")
 

@@ -13,13 +13,15 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gptspec.errors import GptbenchError
+from reports.rundir import read_records
 from suite import env
-from suite.errors import GptbenchError
-from suite.store import RunStore, read_records
+from suite.store import RunStore
 
 
 def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None) -> int:
-    from suite import dispatch, matrix as M
+    from suite import dispatch
+    from suite import matrix as M
 
     code_version = env.code_version()
     if resume:
@@ -65,8 +67,14 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
 
 def _run_with_bar(mx, store, code_version):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from suite import dispatch
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import ray.util
 
-from suite.errors import GptbenchError
+from gptspec.errors import GptbenchError
 from suite.task import SLOT
 
 STATE = "sim.json"

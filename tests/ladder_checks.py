@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from backends.numpy_ref import NumpyBackend
+from gptspec.spec import preset
+from gptspec.weights import init_params
 from suite.cli import main
-from suite.spec import preset
-from suite.weights import init_params
 
 SPEC = preset("tiny")
 

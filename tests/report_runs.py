@@ -70,7 +70,7 @@ def write_run(run_dir: Path, records: list[dict]) -> Path:
 
 
 def conformance_record(like: dict, ok: bool) -> dict:
-    """A conformance cell's record with the report card of workloads/conformance.py (issue 3):
+    """A conformance cell's record with the report card of workloads/conformance/ladder.py (issue 3):
     not on this branch yet, so its shape is written out here."""
     tol = {"atol": 1e-5, "rtol": 1e-4, "norm_rtol": 1e-5}
     rows = [{"level": "step0", "name": "logits", "shape": [2, 16, 16], "ok": True, "max_abs": 1e-7,

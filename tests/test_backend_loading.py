@@ -4,8 +4,8 @@ import pytest
 
 import backends
 from backends.numpy_ref import NumpyBackend
+from gptspec.errors import BackendError
 from suite.cli import main
-from suite.errors import BackendError
 
 
 class _EntryPoint:

@@ -3,9 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from suite.data import (BatchSampler, ByteTokenizer, CharTokenizer, MarkovSource, find_shakespeare,
-                        load_corpus, load_tokenizer, save_tokenizer)
-from suite.errors import DataError
+from gptspec.data import (
+    BatchSampler,
+    ByteTokenizer,
+    CharTokenizer,
+    MarkovSource,
+    find_shakespeare,
+    load_corpus,
+    load_tokenizer,
+    save_tokenizer,
+)
+from gptspec.errors import DataError
 
 
 def test_char_tokenizer_round_trip_and_saved_vocab(tmp_path):

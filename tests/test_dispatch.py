@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from reports.rundir import read_hosts, read_records
 from suite import sim
-from suite.store import read_hosts, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = """

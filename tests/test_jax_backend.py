@@ -9,13 +9,18 @@ import pytest
 
 jax = pytest.importorskip("jax", reason="jax is not installed: pip install 'gptbench[jax]'")
 
+from ladder_checks import (  # noqa: E402
+    assert_generation_equals_the_reference,
+    passing_check,
+    step_norms,
+)
+
 import backends.jax_backend as jax_backend  # noqa: E402
 from backends.jax_backend import JaxBackend  # noqa: E402
 from backends.numpy_ref import NumpyBackend  # noqa: E402
+from gptspec.spec import preset  # noqa: E402
+from gptspec.weights import init_params  # noqa: E402
 from suite.cli import main  # noqa: E402
-from ladder_checks import assert_generation_equals_the_reference, passing_check, step_norms  # noqa: E402
-from suite.spec import preset  # noqa: E402
-from suite.weights import init_params  # noqa: E402
 
 SPEC = preset("tiny")
 

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from gptspec.errors import GptbenchError
+from reports.rundir import read_hosts, read_records, records_dataframe
 from suite import matrix as M
-from suite.errors import GptbenchError
-from suite.store import RunLocked, RunStore, read_hosts, read_records, records_dataframe
+from suite.store import RunLocked, RunStore
 
 SMALL = """
 name: small

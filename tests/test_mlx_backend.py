@@ -9,13 +9,14 @@ import pytest
 
 mx = pytest.importorskip("mlx.core", reason="mlx is not installed: pip install 'gptbench[mlx]'")
 
+from ladder_checks import assert_generation_equals_the_reference, passing_check  # noqa: E402
+
 import backends.mlx_backend as mlx_backend  # noqa: E402
 from backends.mlx_backend import MlxBackend  # noqa: E402
 from backends.numpy_ref import NumpyBackend  # noqa: E402
+from gptspec.spec import preset  # noqa: E402
+from gptspec.weights import init_params  # noqa: E402
 from suite.cli import main  # noqa: E402
-from ladder_checks import assert_generation_equals_the_reference, passing_check  # noqa: E402
-from suite.spec import preset  # noqa: E402
-from suite.weights import init_params  # noqa: E402
 
 SPEC = preset("tiny")
 FLOAT64_EXP_ERROR = 1e-9  # MLX 0.32's float64 exp errs by ~1e-7 relative; float64 arithmetic by ~1e-16

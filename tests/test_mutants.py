@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 from backends.numpy_ref import NumpyBackend
 from backends.torch_eager import TorchBackend
+from gptspec.spec import preset
+from gptspec.weights import init_params
 from suite.cli import main
-from suite.spec import preset
-from suite.weights import init_params
-from workloads.conformance import run_ladder, training_batches
+from workloads.conformance.ladder import run_ladder, training_batches
 from workloads.train import config_for
 
 SPEC = preset("tiny")

@@ -8,10 +8,10 @@ import pytest
 
 from backends import numpy_ref as R
 from backends.base import sample_next
-from suite.data import load_corpus
-from suite.spec import GPTSpec, preset
-from suite.weights import init_params
-from workloads.gradcheck import REL_TOL, gradcheck
+from gptspec.data import load_corpus
+from gptspec.spec import GPTSpec, preset
+from gptspec.weights import init_params
+from workloads.conformance.gradcheck import REL_TOL, gradcheck
 from workloads.train import TrainConfig, train
 
 MICRO = GPTSpec(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8, name="micro")

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-import reports
 from chromium import Chromium
 from report_runs import run_a_records, scaled, thousand, write_run
+
+import reports
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 RENDERED = "document.body && document.body.dataset.rendered"

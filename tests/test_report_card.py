@@ -1,12 +1,12 @@
-"""The pass rule of suite/report_card.py: what may never pass, and what a row reports."""
+"""The pass rule of workloads/conformance/report_card.py: what may never pass, and what a row reports."""
 
 import json
 
 import numpy as np
 import pytest
 
-from suite.report_card import Report, compare
-from suite.tolerances import TOLERANCES, Tolerance
+from workloads.conformance.report_card import Report, compare
+from workloads.conformance.tolerances import TOLERANCES, Tolerance
 
 TOL = Tolerance(atol=1e-4, rtol=1e-4, norm_rtol=1e-5)
 REF = np.random.default_rng(0).standard_normal((4, 5))

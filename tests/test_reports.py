@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
+from report_runs import rerun_records, run_a_records, scaled, write_run
 
 import reports
 from reports.compare import compare_runs
 from reports.export import records_table
 from reports.load import load_run
-from report_runs import rerun_records, run_a_records, scaled, write_run
 from suite.cli import main
 
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from suite.errors import SpecError
-from suite.spec import PRESETS, GPTSpec, preset, resolve_spec
+from gptspec.errors import SpecError
+from gptspec.spec import PRESETS, GPTSpec, preset, resolve_spec
 
 
 def test_gpt2_param_count_matches_the_published_figure():

@@ -7,15 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from ladder_checks import (
+    assert_generation_equals_the_reference,
+    passing_check,
+    step_norms,
+)
 
 import backends.torch_eager as torch_eager
 from backends import numpy_ref
 from backends.numpy_ref import NumpyBackend
 from backends.torch_eager import TorchBackend, math_attention, sdpa_attention
+from gptspec.spec import preset
+from gptspec.weights import init_params
 from suite.cli import main
-from ladder_checks import assert_generation_equals_the_reference, passing_check, step_norms
-from suite.spec import preset
-from suite.weights import init_params
 
 SPEC = preset("tiny")
 
@@ -27,7 +31,7 @@ def test_check_torch_passes_every_rung_of_the_ladder(dtype, capsys):
 
 
 def test_bfloat16_autocast_passes_with_its_own_tolerances():
-    from workloads.conformance import run_ladder
+    from workloads.conformance.ladder import run_ladder
 
     report = run_ladder(TorchBackend(SPEC, dtype="bfloat16"), steps=20)
     assert report.ok, report.to_text()

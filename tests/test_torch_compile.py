@@ -9,12 +9,12 @@ import torch
 from backends.numpy_ref import NumpyBackend
 from backends.torch_compile import CompileBackend
 from backends.torch_eager import TorchBackend
+from gptspec.data import load_corpus
+from gptspec.spec import preset
 from suite.cell import Cell
 from suite.cli import main
-from suite.data import load_corpus
-from suite.spec import preset
-from suite.tolerances import tolerance
 from workloads import train as train_workload
+from workloads.conformance.tolerances import tolerance
 from workloads.train import config_for, train
 
 SPEC = preset("tiny")

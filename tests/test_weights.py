@@ -1,10 +1,17 @@
 import numpy as np
 import pytest
 
-from suite.errors import WeightsError
-from suite.spec import preset
-from suite.weights import (check_params, from_nanogpt_state_dict, init_params, load_safetensors,
-                           read_safetensors, save_safetensors, to_nanogpt_state_dict)
+from gptspec.errors import WeightsError
+from gptspec.spec import preset
+from gptspec.weights import (
+    check_params,
+    from_nanogpt_state_dict,
+    init_params,
+    load_safetensors,
+    read_safetensors,
+    save_safetensors,
+    to_nanogpt_state_dict,
+)
 
 SPEC = preset("tiny")
 
@@ -85,7 +92,7 @@ def test_nanogpt_without_biases_gets_zero_biases_and_untied_head_is_refused():
 
 def test_nanogpt_ckpt_file_round_trip(tmp_path):
     torch = pytest.importorskip("torch")  # reading ckpt.pt needs torch (the [torch] extra)
-    from suite.weights import load_nanogpt_ckpt, save_nanogpt_ckpt
+    from gptspec.weights import load_nanogpt_ckpt, save_nanogpt_ckpt
 
     params = init_params(SPEC, 9)
     path = save_nanogpt_ckpt(tmp_path / "ckpt.pt", params, SPEC)

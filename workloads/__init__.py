@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from suite.errors import GptbenchError
+from gptspec.errors import GptbenchError
 
 # generic options the cell runner handles; the rest belong to the workload
 RUNNER_OPTIONS = ("threads", "gate", "repeat")  # repeat: the matrix's repeat index, part of the cell id

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from suite.spec import DTYPE_BYTES
+from gptspec.spec import DTYPE_BYTES
 from workloads import Unavailable, workload_options
 
 PROVIDERS = {

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from suite.data import load_corpus
+from gptspec.data import load_corpus
 from workloads import workload_options
 
 DEFAULTS = {"max_new_tokens": 64, "prompt_tokens": 8, "batch_size": 1, "temperature": 1.0, "top_k": None,
@@ -33,7 +33,7 @@ def memory_estimate(cell) -> dict:
 
 
 def _load_weights(opts, spec, seed):
-    from suite.weights import init_params, load_safetensors
+    from gptspec.weights import init_params, load_safetensors
 
     if opts["weights"]:
         return load_safetensors(opts["weights"], spec)[1]

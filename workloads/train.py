@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from suite.data import BatchSampler, Corpus, check_vocab, load_corpus
-from suite.optim import Schedule
-from suite.weights import init_params
+from gptspec.data import BatchSampler, Corpus, check_vocab, load_corpus
+from gptspec.optim import Schedule
+from gptspec.weights import init_params
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def measure(spec_name: str, batch: int, rounds: int, names: list[str]) -> dict:
     import numpy as np
 
     import backends
-    from suite.spec import preset
-    from suite.weights import init_params
+    from gptspec.spec import preset
+    from gptspec.weights import init_params
 
     spec = preset(spec_name)
     x, y = np.random.default_rng(0).integers(0, spec.vocab_size, (2, batch, spec.block_size))

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import backends
-from suite.data import BatchSampler, load_corpus
-from suite.spec import preset
-from suite.weights import init_params
+from gptspec.data import BatchSampler, load_corpus
+from gptspec.spec import preset
+from gptspec.weights import init_params
 from workloads import attention
 from workloads.train import config_for
 

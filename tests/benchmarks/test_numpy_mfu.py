@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from backends.numpy_ref import NumpyBackend
+from gptspec.spec import preset
+from gptspec.weights import init_params
 from suite.calibrate import measure_gemm_flops
-from suite.spec import preset
-from suite.weights import init_params
 
 
 @pytest.mark.parametrize("batch_size", [8, 16])

@@ -8,8 +8,8 @@ from conftest import DEVICE
 import backends
 from backends.torch_eager import TorchBackend
 from backends.triton_attn import TritonBackend
-from suite.spec import PRESETS
-from suite.weights import init_params
+from gptspec.spec import PRESETS
+from gptspec.weights import init_params
 
 
 def test_unavailable_says_why(monkeypatch):

@@ -4,11 +4,11 @@ fails unless the truth is all zero; NaN never passes. Inputs are O(1), so atol i
 
 import torch
 
-from suite.tolerances import tolerance
+from workloads.conformance.tolerances import tolerance
 
 
 def assert_close(name, x, ref, dtype):
-    """The suite's op-level tolerance of `dtype` (suite/tolerances.py); the measured worst
+    """The suite's op-level tolerance of `dtype` (workloads/conformance/tolerances.py); the measured worst
     errors (docs/triton.md) are 5-10x below it."""
     tol = tolerance(str(dtype).removeprefix("torch."), "ops")
     atol, rtol, norm_rtol = tol.atol, tol.rtol, tol.norm_rtol

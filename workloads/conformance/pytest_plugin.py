@@ -42,8 +42,8 @@ class _Ladder:
     def report(self):
         if self._report is None and self._unavailable is None:
             import backends
-            from suite.spec import preset
-            from workloads.conformance import run_ladder
+            from gptspec.spec import preset
+            from workloads.conformance.ladder import run_ladder
 
             opt = self.config.getoption
             cls = backends.load(opt("gptbench_backend"))
@@ -63,7 +63,7 @@ class LadderLevel(pytest.Item):
         self.level, self.ladder = level, ladder
 
     def runtest(self):
-        from suite.report_card import describe
+        from workloads.conformance.report_card import describe
 
         report = self.ladder.report()
         rows = [r for r in report.rows if r.level == self.level]

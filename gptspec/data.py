@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.errors import DataError
+from gptspec.errors import DataError
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"

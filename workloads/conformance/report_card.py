@@ -1,4 +1,4 @@
-"""Compare a tensor with its reference under a tolerance (suite/tolerances.py) and gather
+"""Compare a tensor with its reference under a tolerance (workloads/conformance/tolerances.py) and gather
 the rows into a report card, as text and as JSON."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from suite.tolerances import Tolerance
+from workloads.conformance.tolerances import Tolerance
 
 
 @dataclass

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from suite.errors import SpecError
+from gptspec.errors import SpecError
 
 LN_EPS = 1e-5
 MLP_RATIO = 4

@@ -1,7 +1,7 @@
 """Conformance: prove that a backend computes the reference's function (DESIGN.md).
 
 The ladder compares a backend, in the dtype under test, with the NumPy reference in float64,
-from the same canonical weights on the same batches, under suite/tolerances.py:
+from the same canonical weights on the same batches, under workloads/conformance/tolerances.py:
 
 1. ops: every op the backend exposes through the optional method
        op_vjp(name, inputs, dout) -> (out, grads of the floating-point inputs)
@@ -12,7 +12,7 @@ from the same canonical weights on the same batches, under suite/tolerances.py:
 3. trajectory: K AdamW steps through train_step (the fast path) from the canonical init, with
    the suite's learning-rate schedule: the loss of every step, then every final parameter.
 
-The report card names the first failing check in ladder order (suite/report_card.py).
+The report card names the first failing check in ladder order (workloads/conformance/report_card.py).
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ import numpy as np
 
 from backends import numpy_ref as ref
 from backends.numpy_ref import NumpyBackend
-from suite.data import BatchSampler, MarkovSource, load_corpus
-from suite.report_card import Report, compare, describe, failed_row
-from suite.tolerances import tolerance
-from suite.weights import init_params
-from workloads import workload_options
+from gptspec.data import BatchSampler, MarkovSource, load_corpus
+from gptspec.weights import init_params
+from workloads.conformance import DEFAULT_BATCH, DEFAULT_STEPS
+from workloads.conformance.report_card import Report, compare, failed_row
+from workloads.conformance.tolerances import tolerance
 from workloads.train import config_for
 
 LEVELS = ("ops", "step0", "trajectory")
-DEFAULT_STEPS = 50
-DEFAULT_BATCH = 8
 PERTURB = 0.02  # the init's own scale: moves biases off 0 and LayerNorm weights off 1
 
 
@@ -193,28 +191,3 @@ def run_ladder(backend, name: str | None = None, seed: int = 0, steps: int = DEF
             report.rows.append(failed_row(level, level, tolerance(backend.dtype, "ops"),
                                           f"raised {type(e).__name__}: {e}"))
     return report
-
-
-# --- the cell entry (workloads/__init__.py) ----------------------------------------------
-OPTIONS = ("steps", "batch_size")
-
-
-def memory_estimate(cell) -> dict:
-    """The backend under test and the float64 reference, both training the ladder's batch."""
-    batch = workload_options(cell, OPTIONS).get("batch_size", DEFAULT_BATCH)
-    spec = cell.spec_obj()
-    est = {"backend": spec.memory_estimate(batch, cell.dtype, "train")["total"],
-           "reference": spec.memory_estimate(batch, "float64", "train")["total"]}
-    est["total"] = sum(est.values())
-    return est
-
-
-def run(backend, cell) -> dict:
-    """The report card as metrics: status ok, or nonconformant with the first divergence."""
-    opts = workload_options(cell, OPTIONS)
-    report = run_ladder(backend, cell.backend, cell.seed, opts.get("steps", DEFAULT_STEPS),
-                        opts.get("batch_size", DEFAULT_BATCH))
-    metrics = {"status": "ok" if report.ok else "nonconformant", **report.to_dict()}
-    if not report.ok:
-        metrics["reason"] = describe(report.first_failure)
-    return metrics

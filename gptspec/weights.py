@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.errors import WeightsError
-from suite.spec import GPTSpec
+from gptspec.errors import WeightsError
+from gptspec.spec import GPTSpec
 
 INIT_STD = 0.02
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.numpy_ref import NumpyBackend
-from suite.spec import GPTSpec
-from suite.weights import init_params
+from gptspec.spec import GPTSpec
+from gptspec.weights import init_params
 
 REL_TOL = 1e-6
 STEP = 1e-3

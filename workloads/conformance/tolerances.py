@@ -1,6 +1,6 @@
 """The one tolerance table of the suite: how close to the float64 NumPy reference a
 backend computing in a given dtype must be, for each kind of check of the conformance
-ladder (workloads/conformance.py).
+ladder (workloads/conformance/ladder.py).
 
 A tensor x passes against its reference r when every element is finite and
     |x - r| <= atol * rms(r) + rtol * |r|    element-wise: catches a local error
