@@ -2,7 +2,7 @@
 measure, and the child process that measures it (`python -m suite.cell PAYLOAD RECORD`).
 
 The child imports only what the cell needs (no torch in a NumPy cell), runs the workload,
-and writes its part of the record (status, metrics, what it imported, GPU peaks) to
+and writes its record (suite/record.py: status, metrics, what it imported, GPU peaks) to
 RECORD, atomically. suite/runner.py spawns it, watches time and memory, and completes
 the record; if the child dies before writing, the runner writes the record itself.
 See docs/records.md.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import resource
 import sys
@@ -22,7 +21,9 @@ import traceback
 from dataclasses import dataclass, field
 
 import workloads
+from gptspec.files import write_json_atomic
 from gptspec.spec import GPTSpec, preset
+from suite.record import Limits, Record
 
 STATUSES = ("ok", "nonconformant", "oom", "timeout", "crash", "unavailable", "diverged", "no_host")
 # modules whose presence in the child says what it paid for (the NumPy cell must show no torch)
@@ -38,7 +39,7 @@ class Cell:
     device: str = "cpu"
     host_class: str = "any"
     seed: int = 0
-    options: dict = field(default_factory=dict)  # workload options, plus threads and gate
+    options: dict = field(default_factory=dict)  # workload options, plus gate and repeat
 
     @classmethod
     def make(cls, backend: str, workload: str, spec="tiny", **kw) -> "Cell":
@@ -141,66 +142,49 @@ def _add_mfu(metrics: dict, payload: dict, cell: Cell) -> None:
             row["mfu"] = row["flops_per_s"] / peak
 
 
-def execute(payload: dict) -> dict:
-    """Run the payload's cell here; return the child's part of the record."""
+def execute(payload: dict) -> Record:
+    """Run the payload's cell here; return the child's record (its CHILD_FIELDS filled in)."""
     cell = Cell.from_dict(payload["cell"])
-    out: dict = {"status": "crash"}
+    limits = Limits.from_dict(payload["limits"])
+    out = Record.child(cell, limits)
     t0 = time.perf_counter()
     try:
         module = workloads.load(cell.workload)
         gate = cell.options.get("gate")
         make = getattr(module, "prepare", workloads.prepare_backend)(cell)
         if cell.device.startswith("cuda"):
-            out["gpu"] = _cap_gpu(cell, payload.get("gpu_budget_mb"))
+            out.gpu = _cap_gpu(cell, limits.gpu_budget_mb)
         target = make()
-        out["threads_seen"] = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+        out.threads_seen = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
         if "torch" in sys.modules:  # the env vars fix BLAS/OpenMP; torch's intra-op pool too
-            sys.modules["torch"].set_num_threads(payload["threads"])
-            out["threads_seen"]["torch"] = sys.modules["torch"].get_num_threads()
-        out["rss_after_setup_mb"] = peak_rss_mb_self()
-        out["setup_s"] = time.perf_counter() - t0
+            sys.modules["torch"].set_num_threads(limits.threads)
+            out.threads_seen["torch"] = sys.modules["torch"].get_num_threads()
+        out.rss_after_setup_mb = peak_rss_mb_self()
+        out.setup_s = time.perf_counter() - t0
         if gate:  # e.g. gate "conformance": a failing gate ends the cell with its status
             gate_cell = dataclasses.replace(cell, workload=gate, options={})  # the gate's own defaults
             gate_metrics = workloads.load(gate).run(workloads.prepare_backend(gate_cell)(), gate_cell)
-            out["gate"] = gate_metrics
+            out.gate = gate_metrics
             if gate_metrics.get("status", "ok") != "ok":
                 out.update(status=gate_metrics["status"], reason=f"gate {gate!r}: {gate_metrics.get('reason', '')}")
                 return out
         t1 = time.perf_counter()
         metrics = module.run(target, cell)
-        out["workload_s"] = time.perf_counter() - t1
-        out["status"] = metrics.pop("status", "ok")
-        if "reason" in metrics:
-            out["reason"] = metrics.pop("reason")
+        out.workload_s = time.perf_counter() - t1
+        out.status = metrics.pop("status", "ok")
+        out.reason = metrics.pop("reason", None)
         _add_mfu(metrics, payload, cell)
-        out["metrics"] = metrics
+        out.metrics = metrics
     except workloads.Unavailable as e:
         out.update(status="unavailable", reason=str(e))
     except BaseException as e:  # noqa: BLE001 -- every failure must end in a record
         out.update(status="oom" if _is_oom(e) else "crash", reason=f"{type(e).__name__}: {e}",
                    traceback=traceback.format_exc())
     finally:
-        out.update(_gpu_peaks(cell))
-        out["heavy_modules"] = sorted(m for m in HEAVY_MODULES if m in sys.modules)
-        out["child_rss_peak_mb"] = peak_rss_mb_self()
+        out.update(**_gpu_peaks(cell))
+        out.heavy_modules = sorted(m for m in HEAVY_MODULES if m in sys.modules)
+        out.peak_rss_mb = peak_rss_mb_self()  # the runner takes the larger of this and its last poll
     return out
-
-
-def write_json_atomic(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, allow_nan=False, default=_jsonable)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _jsonable(x):
-    if hasattr(x, "item"):  # NumPy scalars
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
 def main(argv=None) -> int:
@@ -210,20 +194,8 @@ def main(argv=None) -> int:
     payload_path, record_path = (argv or sys.argv[1:])[:2]
     with open(payload_path) as f:
         payload = json.load(f)
-    out = execute(payload)
-    write_json_atomic(record_path, _finite(out))
+    write_json_atomic(record_path, execute(payload).to_dict())
     return 0
-
-
-def _finite(x):
-    """JSON has no NaN/inf: a diverged loss is written as the string 'nan' / 'inf'."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ import sys
 
 from gptspec.errors import GptbenchError
 
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
 def _set_threads(n: int | None) -> None:
     if n:
-        for var in THREAD_ENV:
-            os.environ[var] = str(n)
+        from suite.env import thread_env
+
+        os.environ.update(thread_env(n))
 
 
 def _spec(arg: str):
@@ -237,6 +235,7 @@ def _option_value(text: str):
 
 def cmd_cell(args) -> int:
     from suite.cell import Cell
+    from suite.record import Limits
     from suite.runner import run_cell
 
     options = {}
@@ -247,8 +246,9 @@ def cmd_cell(args) -> int:
         options[key] = _option_value(value)
     cell = Cell.make(args.backend, args.workload, _spec(args.spec), dtype=args.dtype, device=args.device,
                      host_class=args.host_class, seed=args.seed, options=options)
-    record = run_cell(cell, budget_mb=args.budget_mb, timeout_s=args.timeout, gpu_budget_mb=args.gpu_budget_mb,
-                      threads=args.threads)
+    limits = Limits(budget_mb=args.budget_mb, gpu_budget_mb=args.gpu_budget_mb, timeout_s=args.timeout,
+                    threads=args.threads)
+    record = run_cell(cell, limits).to_dict()
     if args.out:
         from pathlib import Path
 

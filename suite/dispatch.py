@@ -30,7 +30,7 @@ import ray
 from suite import memory
 from suite.cell import Cell
 from suite.matrix import HostClass, Matrix
-from suite.runner import SCHEMA_VERSION, _now
+from suite.record import Record
 from suite.task import SLOT, cell_task
 
 LOST_NODE_RETRIES = 1
@@ -132,14 +132,11 @@ def infeasible(cell: Cell, hc: HostClass, nodes: list[Node], estimate: dict) -> 
 
 
 # --- records the driver writes itself ------------------------------------------------------
-def driver_record(cell: Cell, cell_id: str, code_version: str, hc: HostClass, timeout_s: float, status: str,
-                  reason: str, estimate: dict | None = None, **extra) -> dict:
+def driver_record(t: "_Todo", matrix: Matrix, code_version: str, status: str, reason: str,
+                  estimate: dict | None = None, **fields) -> dict:
     """The record of a cell that never ran to its end on a host (no_host, lost, stuck)."""
-    return {"schema_version": SCHEMA_VERSION, "cell_id": cell_id, **cell.to_dict(), "code_version": code_version,
-            "status": status, "reason": reason, "traceback": None, "metrics": {},
-            "budget_mb": hc.budget_mb, "gpu_budget_mb": hc.gpu_budget_mb, "timeout_s": timeout_s,
-            **(estimate or memory.estimate_fields(cell)), "peak_rss_mb": None, "host_fingerprint": None,
-            "host": None, "started": None, "ended": _now(), "node_id": None, "node_ip": None, **extra}
+    return Record.from_driver(t.cell, t.cell_id, code_version, t.hc.limits(matrix.timeout_s), status, reason, estimate,
+                              **fields).to_dict()
 
 
 # --- the driver loop ----------------------------------------------------------------------
@@ -207,8 +204,7 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         estimate = memory.estimate_fields(t.cell)
         reason = infeasible(t.cell, t.hc, nodes, estimate)
         if reason:
-            write(driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s,
-                                "no_host", reason, estimate))
+            write(driver_record(t, matrix, code_version, "no_host", reason, estimate))
         else:
             pending.append(t)
 
@@ -232,9 +228,9 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
                 if now > f.deadline:  # bounded wait: a stuck task ends as a record, not a hang
                     ray.cancel(ref, force=True)
                     del flights[ref]
-                    write(driver_record(f.todo.cell, f.todo.cell_id, code_version, f.todo.hc, matrix.timeout_s,
-                                        "timeout", f"dispatch: no result within {f.deadline - f.submitted:.0f} s "
-                                        "of submission (task stuck or queued); cancelled", attempts=f.todo.attempts))
+                    write(driver_record(f.todo, matrix, code_version, "timeout",
+                                        f"dispatch: no result within {f.deadline - f.submitted:.0f} s of submission "
+                                        "(task stuck or queued); cancelled", attempts=f.todo.attempts))
             if pending and not flights:
                 nodes = _refresh_or_fail(pending, matrix, code_version, write, live_nodes())
     except KeyboardInterrupt:
@@ -268,8 +264,8 @@ def _submit(pending: list, flights: dict, nodes: list[Node], matrix: Matrix, cod
         opts = {"resources": {k: v for k, v in res.items() if k != "GPU"}, "num_gpus": res.get("GPU", 0)}
         if labels:
             opts["label_selector"] = labels
-        ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version, t.hc.budget_mb,
-                                                t.hc.gpu_budget_mb, matrix.timeout_s, t.hc.threads)
+        ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version,
+                                                t.hc.limits(matrix.timeout_s).to_dict())
         now = time.monotonic()
         t.attempts += 1
         flights[ref] = _Flight(t, now, now + 2 * matrix.timeout_s + START_GRACE_S)
@@ -286,17 +282,17 @@ def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) 
     except Exception as e:  # noqa: BLE001 -- every way a task can fail ends in a record
         kind = type(e).__name__
         if kind == "OutOfMemoryError":  # Ray's memory monitor killed the worker: never retried blindly
-            return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "oom",
-                                 f"Ray's memory monitor killed the task's worker: {e}", attempts=t.attempts)
+            return driver_record(t, matrix, code_version, "oom", f"Ray's memory monitor killed the task's worker: {e}",
+                                 attempts=t.attempts)
         if kind in LOST or any(k in kind for k in LOST):
             if t.attempts <= LOST_NODE_RETRIES:
                 pending.insert(0, t)
                 return None
-            return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "crash",
+            return driver_record(t, matrix, code_version, "crash",
                                  f"lost its node or worker {t.attempts} time(s) ({kind}); not retried again",
                                  traceback=str(e)[-4000:], attempts=t.attempts)
-        return driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "crash",
-                             f"the Ray task failed: {kind}", traceback=str(e)[-4000:], attempts=t.attempts)
+        return driver_record(t, matrix, code_version, "crash", f"the Ray task failed: {kind}",
+                             traceback=str(e)[-4000:], attempts=t.attempts)
     # overhead: everything but the workload itself (Ray's part: all but the child's life)
     record.update(roundtrip_s=roundtrip_s, dispatch_s=roundtrip_s - (record.get("workload_s") or 0.0),
                   ray_overhead_s=roundtrip_s - record["wall_s"], attempts=t.attempts)
@@ -310,8 +306,8 @@ def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write, no
         reason = infeasible(t.cell, t.hc, nodes, memory.estimate_fields(t.cell))
         if reason:
             pending.remove(t)
-            write(driver_record(t.cell, t.cell_id, code_version, t.hc, matrix.timeout_s, "no_host",
-                                f"after losing a node: {reason}", attempts=t.attempts))
+            write(driver_record(t, matrix, code_version, "no_host", f"after losing a node: {reason}",
+                                attempts=t.attempts))
     return nodes
 
 

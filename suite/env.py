@@ -19,6 +19,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARIES = ("numpy", "torch", "triton", "safetensors", "psutil", "ray", "pytest-benchmark")
+# the variables BLAS and OpenMP libraries size their thread pools from
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+              "NUMEXPR_NUM_THREADS")
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that holds BLAS/OpenMP to `threads` threads (set before they load)."""
+    return {var: str(threads) for var in THREAD_ENV}
 
 
 def cache_dir() -> Path:

@@ -28,6 +28,7 @@ import workloads
 from gptspec.errors import GptbenchError
 from gptspec.spec import resolve_spec
 from suite.cell import Cell
+from suite.record import Limits
 
 DEFAULT_PATH = Path(__file__).with_name("default_matrix.yaml")
 
@@ -55,6 +56,11 @@ class HostClass(_Strict):
         if v != "cpu" and not v.startswith("cuda"):
             raise ValueError(f"device {v!r}: allowed are 'cpu', 'cuda' or 'cuda:N'")
         return v
+
+    def limits(self, timeout_s: float) -> Limits:
+        """What one cell on such a host may use: travels to the child as one object."""
+        return Limits(budget_mb=self.budget_mb, gpu_budget_mb=self.gpu_budget_mb, timeout_s=timeout_s,
+                      threads=self.threads)
 
 
 class WorkloadEntry(_Strict):
@@ -124,8 +130,6 @@ class Matrix(_Strict):
                     continue
                 for r in range(self.repeats):
                     options = dict(entry.options)
-                    if hc.threads:
-                        options.setdefault("threads", hc.threads)
                     if self.repeats > 1:
                         options["repeat"] = r  # repeats are distinct cells with distinct ids
                     out.append((Cell.make(backend, wl, resolve_spec(spec), dtype=dtype, device=hc.device,

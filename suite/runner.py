@@ -20,6 +20,7 @@ it allocates in that time; the record's peak shows the overshoot.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,25 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
 
-from suite import calibrate, env, memory
+from suite import calibrate, env
 from suite.cell import Cell, vm_hwm_mb
+from suite.record import Limits, Record, now
 
-SCHEMA_VERSION = 1
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-              "NUMEXPR_NUM_THREADS")
 POLL_S = 0.01
 TREE_EVERY = 10  # polls between scans for grandchildren (compile workers)
 GRACE_S = 3.0
 STDERR_TAIL = 4000
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _maxrss_mb(usage) -> float:
@@ -128,71 +122,65 @@ def _die_with_parent() -> None:
 
 
 def _child_env(threads: int, extra: dict | None) -> dict:
-    child = {**os.environ, **(extra or {})}
-    for var in THREAD_ENV:
-        child[var] = str(threads)
+    child = {**os.environ, **(extra or {}), **env.thread_env(threads)}
     repo = str(env.REPO)  # `python -m suite.cell` works from any cwd, installed or not
     child["PYTHONPATH"] = os.pathsep.join(p for p in (repo, child.get("PYTHONPATH")) if p)
     return child
 
 
-def run_cell(cell: Cell, budget_mb: float | None = None, timeout_s: float | None = 600,
-             gpu_budget_mb: float | None = None, threads: int | None = None, extra_env: dict | None = None,
-             poll_s: float = POLL_S) -> dict:
-    """Measure `cell` in a child process; return its record (docs/records.md).
+def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = None,
+             poll_s: float = POLL_S) -> Record:
+    """Measure `cell` in a child process under `limits`; return its record (docs/records.md).
 
-    budget_mb: the host's RAM budget for the cell's process tree (None: no limit).
-    gpu_budget_mb: the host's VRAM budget; a bigger card is capped at it.
-    threads: BLAS/OpenMP/torch threads, unless the cell's options fix them (default: all cores)."""
-    host = env.capture()
-    threads = int(cell.options.get("threads") or threads or os.cpu_count() or 1)
-    record = {"schema_version": SCHEMA_VERSION, "cell_id": cell.cell_id(), **cell.to_dict(),
-              "code_version": env.code_version(), "status": None, "reason": None, "traceback": None,
-              "metrics": {}, "budget_mb": budget_mb, "gpu_budget_mb": gpu_budget_mb, "timeout_s": timeout_s,
-              "threads": threads, "host_fingerprint": host["fingerprint"], "host": host}
-    record.update(memory.estimate_fields(cell))
+    limits.budget_mb: the RAM budget of the child's process tree; gpu_budget_mb: the VRAM
+    budget (a bigger card is capped at it); threads: BLAS/OpenMP/torch threads (None: every core)."""
+    limits = dataclasses.replace(limits, threads=int(limits.threads or os.cpu_count() or 1))
+    record = Record.start(cell, limits)
     peak_flops = None
     try:
         cal = calibrate.ensure(cell.device)
         peak_flops = calibrate.peak_flops(cal, cell.device, cell.dtype)
     except Exception as e:  # noqa: BLE001 -- no calibration means no MFU, not no cell
-        record["calibration_error"] = f"{type(e).__name__}: {e}"
+        record.calibration_error = f"{type(e).__name__}: {e}"
 
     with tempfile.TemporaryDirectory(prefix="gptbench-cell-") as tmp:
         payload_path, record_path = Path(tmp, "payload.json"), Path(tmp, "record.json")
-        payload_path.write_text(json.dumps({"cell": cell.to_dict(), "threads": threads,
-                                            "gpu_budget_mb": gpu_budget_mb, "peak_flops_per_s": peak_flops}))
-        record["started"] = _now()
+        payload_path.write_text(json.dumps({"cell": cell.to_dict(), "limits": limits.to_dict(),
+                                            "peak_flops_per_s": peak_flops}))
+        record.started = now()
         t0 = time.perf_counter()
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
-                                    stdout=out, stderr=err, env=_child_env(threads, extra_env),
+                                    stdout=out, stderr=err, env=_child_env(limits.threads, extra_env),
                                     start_new_session=True, preexec_fn=_die_with_parent)
-            status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, budget_mb, timeout_s, poll_s)
-        record["wall_s"] = time.perf_counter() - t0
-        record["ended"] = _now()
+            status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, limits.budget_mb, limits.timeout_s,
+                                                                           poll_s)
+        record.wall_s = time.perf_counter() - t0
+        record.ended = now()
         _kill_group(proc.pid, signal.SIGKILL)  # helpers the child left behind (compile workers)
         record.update(peak_rss_mb=polled_hwm, peak_rss_sampled_mb=sampled_mb, ru_maxrss_mb=_maxrss_mb(usage),
                       exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                       signal=signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
                       stderr_tail=Path(tmp, "stderr").read_bytes()[-STDERR_TAIL:].decode(errors="replace"))
-        child = json.loads(record_path.read_text()) if record_path.exists() and not killed_for else None
+        child = Record.from_dict(json.loads(record_path.read_text())) \
+            if record_path.exists() and not killed_for else None
 
     if child is None:
-        if record["peak_rss_mb"] is None:  # no /proc: the inflated bound is all there is
-            record["peak_rss_mb"] = record["ru_maxrss_mb"]
-        peak_mb = max(record["peak_rss_mb"], sampled_mb)
-        record.update(_died_without_record(status, killed_for, budget_mb, timeout_s, peak_mb))
-        if record["status"] == "crash":
-            record["traceback"] = record["stderr_tail"]
+        if record.peak_rss_mb is None:  # no /proc: the inflated bound is all there is
+            record.peak_rss_mb = record.ru_maxrss_mb
+        peak_mb = max(record.peak_rss_mb, sampled_mb)
+        record.update(**_died_without_record(status, killed_for, limits.budget_mb, limits.timeout_s, peak_mb))
+        if record.status == "crash":
+            record.traceback = record.stderr_tail
     else:
-        record.update(child)
+        record.take_child(child)
         # VmHWM at the child's end, or later at the last poll (teardown allocates too)
-        record["peak_rss_mb"] = max(record.pop("child_rss_peak_mb"), polled_hwm or 0.0)
-        peak_mb = max(record["peak_rss_mb"], sampled_mb)
-        if budget_mb and peak_mb > budget_mb and record["status"] == "ok":
+        record.peak_rss_mb = max(child.peak_rss_mb, polled_hwm or 0.0)
+        peak_mb = max(record.peak_rss_mb, sampled_mb)
+        if limits.budget_mb and peak_mb > limits.budget_mb and record.status == "ok":
             # finished between two polls, but the host would not have had the memory
-            record.update(status="oom", reason=f"peak RSS {peak_mb:.1f} MB passed the budget of {budget_mb:.0f} MB")
-    est = record.get("memory_estimate_mb")
-    record["memory_ratio"] = record["peak_rss_mb"] / est if est else None
+            record.update(status="oom", reason=f"peak RSS {peak_mb:.1f} MB passed the budget of "
+                                               f"{limits.budget_mb:.0f} MB")
+    est = record.memory_estimate_mb
+    record.memory_ratio = record.peak_rss_mb / est if est else None
     return record

@@ -11,11 +11,12 @@ import fcntl
 import json
 import os
 import socket
-from datetime import datetime, timezone
 from pathlib import Path
 
 from gptspec.errors import GptbenchError
+from gptspec.files import write_text_atomic
 from reports.rundir import CELLS, HOSTS, LOCK, MATRIX, RUN, read_hosts, read_records
+from suite.record import now
 
 
 # --- the write side -----------------------------------------------------------------------
@@ -44,10 +45,10 @@ class RunStore:
                                 f"`--resume {folder}` to finish the run that is there.")
         folder.mkdir(parents=True, exist_ok=True)
         fd = _lock(folder)
-        _write_atomic(folder / RUN, json.dumps({**run_info, "started": _now(),
+        write_text_atomic(folder / RUN, json.dumps({**run_info, "started": now(),
                                                 "driver_host": socket.gethostname()}, indent=1))
         if matrix_text is not None:
-            _write_atomic(folder / MATRIX, matrix_text)
+            write_text_atomic(folder / MATRIX, matrix_text)
         (folder / HOSTS).mkdir(exist_ok=True)
         return cls(folder, fd)
 
@@ -76,7 +77,7 @@ class RunStore:
         host = record.get("host")
         fingerprint = record.get("host_fingerprint")
         if host and fingerprint and fingerprint not in self._hosts:
-            _write_atomic(self.dir / HOSTS / f"{fingerprint}.json", json.dumps(host, indent=1))
+            write_text_atomic(self.dir / HOSTS / f"{fingerprint}.json", json.dumps(host, indent=1))
             self._hosts.add(fingerprint)
 
     def close(self) -> None:
@@ -92,10 +93,6 @@ class RunStore:
         self.close()
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _lock(folder: Path) -> int:
     """flock RUN_DIR/.lock exclusively, without waiting; the file names the holder."""
     fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -107,7 +104,7 @@ def _lock(folder: Path) -> int:
         raise RunLocked(f"{folder} is in use by another gptbench driver ({holder}); two drivers must "
                         "never write one run directory. Wait for it to end, or stop it first.") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {_now()}\n".encode(), 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {now()}\n".encode(), 0)
     return fd
 
 
@@ -120,12 +117,3 @@ def _drop_torn_tail(path: Path) -> None:
         data = f.read()
         if data and not data.endswith(b"\n"):
             f.truncate(data.rfind(b"\n") + 1)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 from suite.cell import Cell
+from suite.record import Limits
 from suite.runner import run_cell
 
 HERE = str(Path(__file__).parent)
@@ -21,7 +22,7 @@ ATTN = {"seq_lens": [16, 32, 64], "batch_size": 2, "repeats": 5}
 
 
 def real_cells() -> list[tuple[Cell, dict]]:
-    """(cell, run_cell keyword arguments): every status a CPU box can produce for real."""
+    """(cell, Limits fields): every status a CPU box can produce for real."""
     return [
         (Cell.make("numpy", "train", "tiny", options=TRAIN), {}),
         (Cell.make("numpy", "train", "tiny", dtype="float64", options=TRAIN), {}),
@@ -36,7 +37,7 @@ def real_cells() -> list[tuple[Cell, dict]]:
 
 
 def measure(cells) -> list[dict]:
-    return [run_cell(cell, timeout_s=120, extra_env=TEST_BACKENDS, **kw) for cell, kw in cells]
+    return [run_cell(cell, Limits(timeout_s=120, **kw), extra_env=TEST_BACKENDS).to_dict() for cell, kw in cells]
 
 
 @functools.cache

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from suite.cell import STATUSES, Cell
+from suite.record import Limits
 from suite.runner import GRACE_S, run_cell
 
 HERE = str(Path(__file__).parent)
@@ -48,7 +49,7 @@ def assert_one_record(rec, status):
 
 def test_backend_that_raises_gives_crash_with_the_traceback():
     rec = run_cell(Cell.make("cell_backends:RaisingBackend", "train", "tiny", options={"steps": 3}),
-                   timeout_s=120, extra_env=TEST_BACKENDS)
+                   Limits(timeout_s=120), extra_env=TEST_BACKENDS).to_dict()
     assert_one_record(rec, "crash")
     assert rec["reason"] == "RuntimeError: deliberate failure in train_step"
     assert "cell_backends.py" in rec["traceback"] and "in train_step" in rec["traceback"]
@@ -57,7 +58,7 @@ def test_backend_that_raises_gives_crash_with_the_traceback():
 
 def test_segfault_gives_crash_written_by_the_runner():
     rec = run_cell(Cell.make("cell_backends:SegfaultBackend", "train", "tiny", options={"steps": 3}),
-                   timeout_s=120, extra_env=TEST_BACKENDS)
+                   Limits(timeout_s=120), extra_env=TEST_BACKENDS).to_dict()
     assert_one_record(rec, "crash")
     assert rec["signal"] == "SIGSEGV" and rec["reason"] == "killed by signal SIGSEGV"
     assert "Fatal Python error: Segmentation fault" in rec["traceback"]  # faulthandler's
@@ -66,7 +67,8 @@ def test_segfault_gives_crash_written_by_the_runner():
 
 def test_budget_below_the_peak_gives_oom_with_the_measured_peak():
     budget = 70.0  # lumgpt on numpy peaks near 120 MB
-    rec = run_cell(Cell.make("numpy", "train", "lumgpt", options={"steps": 50}), budget_mb=budget, timeout_s=120)
+    rec = run_cell(Cell.make("numpy", "train", "lumgpt", options={"steps": 50}),
+                   Limits(budget_mb=budget, timeout_s=120)).to_dict()
     assert_one_record(rec, "oom")
     assert rec["peak_rss_mb"] > budget and rec["peak_rss_sampled_mb"] > budget
     assert f"budget of {budget:.0f} MB" in rec["reason"] and rec["signal"] == "SIGKILL"
@@ -74,14 +76,14 @@ def test_budget_below_the_peak_gives_oom_with_the_measured_peak():
 
 
 def test_short_timeout_gives_timeout():
-    rec = run_cell(Cell.make("numpy", "train", "lumgpt", options={"steps": 100_000}), timeout_s=2.0)
+    rec = run_cell(Cell.make("numpy", "train", "lumgpt", options={"steps": 100_000}), Limits(timeout_s=2.0)).to_dict()
     assert_one_record(rec, "timeout")
     assert 2.0 <= rec["wall_s"] < 2.0 + GRACE_S + 2
     assert rec["signal"] in ("SIGTERM", "SIGKILL") and "timeout of 2 s" in rec["reason"]
 
 
 def test_learning_rate_that_blows_up_gives_diverged():
-    rec = run_cell(Cell.make("numpy", "train", "tiny", options={"steps": 20, "lr": 1e30}), timeout_s=120)
+    rec = run_cell(Cell.make("numpy", "train", "tiny", options={"steps": 20, "lr": 1e30}), Limits(timeout_s=120)).to_dict()
     assert_one_record(rec, "diverged")
     losses = rec["metrics"]["losses"]
     assert len(losses) < 20 and not math.isfinite(float(losses[-1]))  # stopped at the first bad loss
@@ -90,20 +92,20 @@ def test_learning_rate_that_blows_up_gives_diverged():
 
 
 def test_unavailable_backends_say_why():
-    rec = run_cell(Cell.make("numpy", "train", "tiny", device="cuda"), timeout_s=60)
+    rec = run_cell(Cell.make("numpy", "train", "tiny", device="cuda"), Limits(timeout_s=60)).to_dict()
     assert_one_record(rec, "unavailable")
     assert rec["reason"] == "numpy runs on cpu, not 'cuda'" and "torch" not in rec["heavy_modules"]
-    rec = run_cell(Cell.make("cell_backends_missing:NeedsAcceleratorBackend", "train", "tiny"), timeout_s=60,
-                   extra_env=TEST_BACKENDS)
+    rec = run_cell(Cell.make("cell_backends_missing:NeedsAcceleratorBackend", "train", "tiny"), Limits(timeout_s=60),
+                   extra_env=TEST_BACKENDS).to_dict()
     assert_one_record(rec, "unavailable")
     assert "needs gptbench_no_such_accelerator, which is not installed" in rec["reason"]
-    rec = run_cell(Cell.make("nosuch", "train", "tiny"), timeout_s=60)
+    rec = run_cell(Cell.make("nosuch", "train", "tiny"), Limits(timeout_s=60)).to_dict()
     assert rec["status"] == "unavailable" and "unknown backend 'nosuch'" in rec["reason"]
 
 
 def test_lumgpt_numpy_train_cell_peaks_under_150_mb_without_torch():
     rec = run_cell(Cell.make("numpy", "train", "lumgpt", options={"steps": 6, "eval_interval": 3}),
-                   budget_mb=700, timeout_s=300)
+                   Limits(budget_mb=700, timeout_s=300)).to_dict()
     assert_one_record(rec, "ok")
     print(f"lumgpt numpy train cell: peak RSS {rec['peak_rss_mb']:.1f} MB (sampled {rec['peak_rss_sampled_mb']:.1f}), "
           f"estimate {rec['memory_estimate_mb']:.1f} MB, wall {rec['wall_s']:.2f} s")
@@ -128,7 +130,7 @@ ESTIMATE_FACTOR = 1.33  # measured / estimated within [1/1.33, 1.33]
 def test_memory_estimate_is_within_the_stated_factor_of_the_measured_peak(backend, workload, spec, options):
     if backend in ("torch", "sdpa") and find_spec("torch") is None:  # not imported here: see below
         pytest.skip("torch is not installed")
-    rec = run_cell(Cell.make(backend, workload, spec, options={**options, "threads": 1}), timeout_s=300)
+    rec = run_cell(Cell.make(backend, workload, spec, options=options), Limits(timeout_s=300, threads=1)).to_dict()
     assert_one_record(rec, "ok")
     ratio = rec["peak_rss_mb"] / rec["memory_estimate_mb"]
     print(f"{backend} {workload} {spec}: peak {rec['peak_rss_mb']:.1f} MB, estimate {rec['memory_estimate_mb']:.1f} MB, "
@@ -143,9 +145,9 @@ def test_peak_is_the_childs_own_not_the_spawning_processs():
     # Linux keeps the parent's high-water mark in a fork+exec'd child's ru_maxrss; the
     # record's peak (the child's VmHWM) must not see its spawner's 300 MB. The spawner is a
     # separate process so this test's ballast does not raise pytest's own high-water mark.
-    code = ("import json, numpy as np; from suite.cell import Cell; from suite.runner import run_cell; "
+    code = ("import json, numpy as np; from suite.cell import Cell; from suite.runner import run_cell; from suite.record import Limits; "
             "ballast = np.ones(300 * 2**20 // 8); "
-            "rec = run_cell(Cell.make('numpy', 'train', 'tiny', options={'steps': 2}), timeout_s=120); "
+            "rec = run_cell(Cell.make('numpy', 'train', 'tiny', options={'steps': 2}), Limits(timeout_s=120)).to_dict(); "
             "print(json.dumps({k: rec[k] for k in ('status', 'ru_maxrss_mb', 'peak_rss_mb', 'peak_rss_sampled_mb')}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -1,12 +1,13 @@
 """The conformance workload as a cell (suite/cell.py): its record, and as a gate."""
 
 from suite.cell import Cell
+from suite.record import Limits
 from suite.runner import run_cell
 from workloads import conformance
 
 
 def test_conformance_cell_of_torch_is_ok_and_its_record_carries_the_report_card():
-    rec = run_cell(Cell.make("torch", "conformance", "tiny", options={"steps": 5}), timeout_s=300)
+    rec = run_cell(Cell.make("torch", "conformance", "tiny", options={"steps": 5}), Limits(timeout_s=300)).to_dict()
     assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
     m = rec["metrics"]
     assert m["ok"] and m["first_failure"] is None and len(m["rows"]) == 23 + 30 + 29
@@ -24,7 +25,7 @@ def test_a_broken_backend_is_nonconformant_with_the_tensor_in_the_reason():
 
 
 def test_a_train_cell_gated_by_conformance_trains_after_passing():
-    rec = run_cell(Cell.make("torch", "train", "tiny", options={"steps": 4, "gate": "conformance"}), timeout_s=300)
+    rec = run_cell(Cell.make("torch", "train", "tiny", options={"steps": 4, "gate": "conformance"}), Limits(timeout_s=300)).to_dict()
     assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
     assert rec["gate"]["status"] == "ok" and rec["gate"]["backend"] == "torch" and rec["gate"]["steps"] == 50
     assert len(rec["metrics"]["losses"]) == 4

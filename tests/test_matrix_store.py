@@ -46,7 +46,7 @@ def test_matrix_expands_per_workload_and_host_class(tmp_path):
     expected |= {("numpy", "train", spec, "lowram", s) for spec in ("tiny", "lumgpt") for s in (0, 1)}
     assert sorted(cells) == sorted(expected) and len(cells) == 10
     by_class = {c.host_class: (c, hc) for c, hc in mx.cells()}
-    assert by_class["cpu"][0].options["threads"] == 1 and by_class["lowram"][1].budget_mb == 700
+    assert by_class["cpu"][1].limits(600).threads == 1 and by_class["lowram"][1].limits(600).budget_mb == 700
     assert len({c.cell_id("v") for c, _ in mx.cells()}) == 10
 
 

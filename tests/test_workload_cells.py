@@ -8,6 +8,7 @@ import pytest
 
 from backends.numpy_ref import NumpyBackend
 from suite.cell import Cell
+from suite.record import Limits
 from suite.runner import run_cell
 from workloads import train
 from workloads.attention import causal_flops
@@ -15,7 +16,7 @@ from workloads.attention import causal_flops
 
 def test_train_cell_metrics_follow_from_its_raw_steps():
     opts = {"steps": 60, "eval_interval": 10, "target_val_loss": 1.8}
-    rec = run_cell(Cell.make("numpy", "train", "tiny", options=opts), timeout_s=300)
+    rec = run_cell(Cell.make("numpy", "train", "tiny", options=opts), Limits(timeout_s=300)).to_dict()
     assert rec["status"] == "ok", rec["traceback"]
     m = rec["metrics"]
     assert len(m["losses"]) == len(m["step_ms"]) == 60
@@ -55,8 +56,7 @@ def _expected_refills(prompt: int, new: int, block: int) -> int:
 
 def test_generate_cell_times_every_token_and_keeps_the_text():
     new = 40
-    rec = run_cell(Cell.make("numpy", "generate", "tiny", options={"max_new_tokens": new, "prompt_tokens": 5}),
-                   timeout_s=120)
+    rec = run_cell(Cell.make("numpy", "generate", "tiny", options={"max_new_tokens": new, "prompt_tokens": 5}), Limits(timeout_s=120)).to_dict()
     assert rec["status"] == "ok", rec["traceback"]
     m = rec["metrics"]
     assert len(m["token_ms"]) == new and all(t > 0 for t in m["token_ms"])
@@ -81,7 +81,7 @@ def test_attention_cell_rows_agree_with_the_reference(provider):
     if provider != "numpy" and find_spec("torch") is None:  # only the child imports torch
         pytest.skip("torch is not installed")
     opts = {"seq_lens": [32, 64], "head_dims": [16], "batch_size": 2, "n_head": 2, "repeats": 3}
-    rec = run_cell(Cell.make(provider, "attention", "tiny", options=opts), timeout_s=120)
+    rec = run_cell(Cell.make(provider, "attention", "tiny", options=opts), Limits(timeout_s=120)).to_dict()
     assert rec["status"] == "ok", rec["traceback"]
     rows = rec["metrics"]["rows"]
     assert [(r["T"], r["pass"]) for r in rows] == [(T, p) for T in (32, 64) for p in ("forward", "backward", "fwd_bwd")]
@@ -94,5 +94,5 @@ def test_attention_cell_rows_agree_with_the_reference(provider):
 
 
 def test_unknown_attention_provider_is_unavailable():
-    rec = run_cell(Cell.make("flash9", "attention", "tiny"), timeout_s=60)
+    rec = run_cell(Cell.make("flash9", "attention", "tiny"), Limits(timeout_s=60)).to_dict()
     assert rec["status"] == "unavailable" and "no attention provider 'flash9'" in rec["reason"]
