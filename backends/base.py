@@ -72,43 +72,59 @@ class Backend:
         """Wait for queued device work (timers call this)."""
 
     # --- generation -----------------------------------------------------------------------
-    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0) -> np.ndarray:
-        """Append max_new_tokens sampled tokens to idx (B, T0). Sampling is done here, in
-        NumPy, from each backend's last-position logits, so equal logits give equal text.
+    def prefill(self, idx: np.ndarray) -> np.ndarray:
+        """Start a fresh context (a KV cache) from idx (B, T), 1 <= T <= block_size; return
+        the last position's logits (B, V) as a float64 ndarray.
+        Default: no cache; keep the context and run forward over it at every step."""
+        self._context = np.asarray(idx)
+        return np.asarray(self.forward(self._context)[0][:, -1, :], dtype=np.float64)
 
-        The context is at most block_size tokens. When the KV cache is full, it is
-        refilled from the last block_size // 2 tokens (one prefill), so the cost per new
-        token stays bounded instead of recomputing the whole window every token."""
+    def decode(self, tok: np.ndarray) -> np.ndarray:
+        """Append tok (B, 1) at the next position (the context holds fewer than block_size
+        tokens); return that position's logits (B, V) as a float64 ndarray."""
+        return self.prefill(np.concatenate([self._context, tok], axis=1))
+
+    def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int = 0, on_logits=None) -> np.ndarray:
+        """Append max_new_tokens sampled tokens to idx (B, T0), through prefill and decode.
+        Sampling is done here, in NumPy, from the logits they return, so equal logits give
+        equal text. Backends implement prefill and decode, not this.
+
+        The context is at most block_size tokens: a longer prompt keeps its last block_size.
+        When the context is full, it is refilled (one prefill) from the last block_size // 2
+        tokens, so the cost per new token stays bounded (docs/spec.md, Generation).
+        on_logits(kind, logits): called after every model call ("prefill" or "decode") with
+        the logits it returned: how workloads time generation and the ladder checks it."""
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"generate needs idx of shape (B, T0) with T0 >= 1, got {idx.shape}")
+        observe = on_logits or (lambda kind, logits: None)
         rng = np.random.default_rng(seed)
         bs = self.spec.block_size
         out = [idx]
-        logits = self._prefill(idx[:, -bs:])
-        self._cache_len = min(idx.shape[1], bs)
+        logits = self.prefill(idx[:, -bs:])
+        observe("prefill", logits)
+        context_len = min(idx.shape[1], bs)
         for _ in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, rng)[:, None]  # (B, 1)
             out.append(nxt)
-            if self._cache_len == bs:
+            if context_len == bs:
                 window = np.concatenate(out, axis=1)[:, -(bs // 2):]
-                logits = self._prefill(window)
-                self._cache_len = window.shape[1]
+                logits, kind = self.prefill(window), "prefill"
+                context_len = window.shape[1]
             else:
-                logits = self._decode(nxt)
-                self._cache_len += 1
+                logits, kind = self.decode(nxt), "decode"
+                context_len += 1
+            observe(kind, logits)
         return np.concatenate(out, axis=1)
 
-    def _prefill(self, idx: np.ndarray) -> np.ndarray:
-        """Start a fresh cache from idx (B, T); return last-position logits (B, V).
-        Default: no cache, keep the context and run forward."""
-        self._context = idx
-        return np.asarray(self.forward(idx)[0][:, -1, :], dtype=np.float64)
-
-    def _decode(self, tok: np.ndarray) -> np.ndarray:
-        """Append tok (B, 1) at the next position; return its logits (B, V)."""
-        return self._prefill(np.concatenate([self._context, tok], axis=1))
+    def __init_subclass__(cls, **kw):
+        """Backends written for gptbench 0.1 named the hooks _prefill and _decode: they still
+        serve as prefill and decode (and are checked as such by `gptbench check`)."""
+        super().__init_subclass__(**kw)
+        for old, new in (("_prefill", "prefill"), ("_decode", "decode")):
+            if old in cls.__dict__ and new not in cls.__dict__:
+                setattr(cls, new, cls.__dict__[old])
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,

@@ -258,15 +258,15 @@ class JaxBackend(Backend):
         return np.array(out), tuple(np.array(g) for g in grads)
 
     # --- generation with a KV cache -------------------------------------------------------
-    def _prefill(self, idx):
+    def prefill(self, idx):
         s = self.spec
         shape = (idx.shape[0], s.n_head, s.block_size, s.head_size)
         self._kv = [(jnp.zeros(shape, self.np_dtype, device=self.dev),
                      jnp.zeros(shape, self.np_dtype, device=self.dev)) for _ in range(s.n_layer)]
         self._pos = 0
-        return self._decode(idx)
+        return self.decode(idx)
 
-    def _decode(self, tok):
+    def decode(self, tok):
         """tok (B, T): T is 1 when decoding, the prompt's length when prefilling (one
         compilation per distinct length; start is traced, so decoding compiles once)."""
         logits, self._kv = self._extend(self.P, self._kv, self._ids(tok), self._pos)

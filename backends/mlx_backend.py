@@ -241,15 +241,15 @@ class MlxBackend(Backend):
         return np.array(out), tuple(np.array(g) for g in grads)
 
     # --- generation with a KV cache -------------------------------------------------------
-    def _prefill(self, idx):
+    def prefill(self, idx):
         s = self.spec
         shape = (idx.shape[0], s.n_head, s.block_size, s.head_size)
         with mx.stream(self.dev):
             self._kv = [[mx.zeros(shape, self.mx_dtype), mx.zeros(shape, self.mx_dtype)] for _ in range(s.n_layer)]
         self._pos = 0
-        return self._decode(idx)
+        return self.decode(idx)
 
-    def _decode(self, tok):
+    def decode(self, tok):
         """tok (B, T) at the next positions (the whole window when prefilling); eager MLX, the
         cache being updated in place."""
         with mx.stream(self.dev):

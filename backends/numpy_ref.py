@@ -420,7 +420,7 @@ class NumpyBackend(Backend):
         return norm
 
     # --- generation with a KV cache -------------------------------------------------------
-    def _prefill(self, idx):
+    def prefill(self, idx):
         B = idx.shape[0]
         shape = (B, self.spec.n_head, self.spec.block_size, self.spec.head_size)
         self._kv = [(np.zeros(shape, self.np_dtype), np.zeros(shape, self.np_dtype))
@@ -428,7 +428,7 @@ class NumpyBackend(Backend):
         self._pos = 0
         return self._extend(idx)
 
-    def _decode(self, tok):
+    def decode(self, tok):
         return self._extend(tok)
 
     def _extend(self, idx):

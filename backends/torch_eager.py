@@ -252,7 +252,7 @@ class TorchBackend(Backend):
         return self._numpy(out), tuple(self._numpy(a.grad) for a in args if a.is_floating_point())
 
     # --- generation with a KV cache -------------------------------------------------------
-    def _prefill(self, idx):
+    def prefill(self, idx):
         s = self.spec
         shape = (idx.shape[0], s.n_head, s.block_size, s.head_size)
         self._kv = [(torch.zeros(shape, dtype=self.param_dtype, device=self.dev),
@@ -260,7 +260,7 @@ class TorchBackend(Backend):
         self._pos = 0
         return self._extend(idx)
 
-    def _decode(self, tok):
+    def decode(self, tok):
         return self._extend(tok)
 
     def _extend(self, idx):

@@ -56,12 +56,13 @@ class MinimalTorch(Backend):
             with torch.no_grad():
                 return self.model(idx).cpu().numpy(), None
         logits = self.model(idx)  # (B, T, V)
-        self.loss = F.cross_entropy(logits.flatten(0, 1), torch.as_tensor(targets, device=self.device).flatten())
-        return logits.detach().cpu().numpy(), self.loss.item()
+        # kept for backward() under a private name: `self.loss` would hide Backend.loss
+        self._loss = F.cross_entropy(logits.flatten(0, 1), torch.as_tensor(targets, device=self.device).flatten())
+        return logits.detach().cpu().numpy(), self._loss.item()
 
     def backward(self):
         self.opt.zero_grad(set_to_none=True)
-        self.loss.backward()
+        self._loss.backward()
         return {n: p.grad.cpu().numpy().copy() for n, p in self.params.items()}
 
     def step(self, lr):

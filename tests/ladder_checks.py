@@ -10,6 +10,7 @@ from backends.numpy_ref import NumpyBackend
 from gptspec.spec import preset
 from gptspec.weights import init_params
 from suite.cli import main
+from workloads.conformance.ladder import LEVELS, run_ladder
 
 SPEC = preset("tiny")
 
@@ -24,24 +25,23 @@ def passing_check(backend: str, dtype: str, capsys) -> dict:
     report = json.loads(capsys.readouterr().out)
     rows = report["rows"]
     assert report["ok"] and report["first_failure"] is None and report["notes"] == []
-    assert [sum(r["level"] == lv for r in rows) for lv in ("ops", "step0", "trajectory")] == \
-        [N_OP_ROWS, 2 + N_TENSORS, 1 + N_TENSORS]
+    # ops; step0: logits, loss, every gradient; eval: the losses; step: the norms, every parameter;
+    # trajectory: the losses, every parameter; generate: logits and tokens, greedy and sampled
+    assert [sum(r["level"] == lv for r in rows) for lv in LEVELS] == \
+        [N_OP_ROWS, 2 + N_TENSORS, 1, 1 + N_TENSORS, 1 + N_TENSORS, 4]
     loss = next(r for r in rows if r["name"] == "trajectory.loss")
     assert loss["shape"] == [50]
     return loss
 
 
-def assert_generation_equals_the_reference(model) -> None:
-    """Greedy and sampled generation of `model` (a backend on SPEC) equal the reference's,
-    token for token. 40 new tokens overflow the 16-token block twice: the cache is refilled
-    on the way."""
-    params = init_params(SPEC, seed=3)
-    prompt = np.random.default_rng(1).integers(0, SPEC.vocab_size, (2, 5))
-    ref = NumpyBackend(SPEC, dtype="float64")
-    ref.load_state(params)
-    model.load_state(params)
-    for kw in (dict(max_new_tokens=40, temperature=0), dict(max_new_tokens=40, temperature=0.8, top_k=5, seed=7)):
-        np.testing.assert_array_equal(model.generate(prompt, **kw), ref.generate(prompt, **kw))
+def assert_generation_conforms(model) -> None:
+    """The ladder's generate level on `model` (a backend on SPEC): every call's logits against
+    the reference's full forward, from weights far from uniform logits, across a refill of
+    the context, greedy and sampled; then the tokens."""
+    report = run_ladder(model, levels=("generate",))
+    assert report.ok and len(report.rows) == 4, report.to_text()
+    assert {r.name for r in report.rows} == {f"generate.{k}.{w}" for k in ("greedy", "sampled")
+                                             for w in ("logits", "tokens")}
 
 
 def step_norms(model) -> list[tuple[float, float]]:

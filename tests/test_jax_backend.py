@@ -10,7 +10,7 @@ import pytest
 jax = pytest.importorskip("jax", reason="jax is not installed: pip install 'gptbench[jax]'")
 
 from ladder_checks import (  # noqa: E402
-    assert_generation_equals_the_reference,
+    assert_generation_conforms,
     passing_check,
     step_norms,
 )
@@ -31,8 +31,8 @@ def test_check_jax_passes_every_rung_of_the_ladder(dtype, capsys):
     assert loss["norm_rel"] < (1e-14 if dtype == "float64" else 1e-6)
 
 
-def test_greedy_and_sampled_generation_with_the_kv_cache_equal_the_reference():
-    assert_generation_equals_the_reference(JaxBackend(SPEC, dtype="float64"))
+def test_greedy_and_sampled_generation_through_the_kv_cache_conforms():
+    assert_generation_conforms(JaxBackend(SPEC, dtype="float64"))
 
 
 def test_train_step_keeps_the_loss_on_the_device_and_equals_the_reference_step():

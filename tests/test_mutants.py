@@ -6,12 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from backends import numpy_ref as R
 from backends.numpy_ref import NumpyBackend
 from backends.torch_eager import TorchBackend
 from gptspec.spec import preset
 from gptspec.weights import init_params
 from suite.cli import main
-from workloads.conformance.ladder import run_ladder, training_batches
+from workloads.conformance.ladder import LEVELS, run_ladder, training_batches
 from workloads.train import config_for
 
 SPEC = preset("tiny")
@@ -67,6 +68,90 @@ class ConstantLogits(NumpyBackend):
         return np.full_like(logits, logits.mean()), loss
 
 
+# --- the rungs beyond training: evaluation, a separate step, generation ----------------------
+class LossLastPositionOnly(NumpyBackend):
+    """loss() -- validation curves, time to target -- averages only the last position."""
+    def loss(self, idx, targets):
+        logits, _ = self.forward(idx)
+        return float(_ce(logits[:, -1], targets[:, -1]))
+
+
+class ShadowedLoss(NumpyBackend):
+    """Keeps its loss as `self.loss`, hiding Backend.loss (what the minimal example once did)."""
+    def forward(self, idx, targets=None):
+        logits, self.loss = super().forward(idx, targets)
+        return logits, self.loss
+
+
+class StepUpdatesNothing(NumpyBackend):
+    """train_step is fused and right; step() on its own returns the norm and updates nothing."""
+    def step(self, lr):
+        saved = self.state()
+        norm = super().step(lr)
+        self.params = saved
+        return norm
+
+    def train_step(self, x, y, lr):
+        _, loss = NumpyBackend.forward(self, x, y)
+        NumpyBackend.backward(self)
+        NumpyBackend.step(self, lr)
+        return loss
+
+
+def _ce(logits, targets):
+    z = logits - logits.max(-1, keepdims=True)
+    return np.mean(np.log(np.exp(z).sum(-1)) - np.take_along_axis(z, targets[:, None], -1)[:, 0])
+
+
+class _PatchedAttention(NumpyBackend):
+    """Runs one generation hook with numpy_ref's attention (or its mask) replaced."""
+    hook, target, patch = "decode", "attention_forward", None
+
+    def _patched(self, fn, arg):
+        original = getattr(R, self.target)
+        setattr(R, self.target, self.patch(original))
+        try:
+            return fn(arg)
+        finally:
+            setattr(R, self.target, original)
+
+    def prefill(self, idx):
+        return self._patched(super().prefill, idx) if self.hook == "prefill" else super().prefill(idx)
+
+    def decode(self, tok):
+        return self._patched(super().decode, tok) if self.hook == "decode" else super().decode(tok)
+
+
+class PrefillNoCausalMask(_PatchedAttention):
+    """The prompt is encoded with every position seeing the whole prompt: its last logits are
+    right, the cached keys and values of the second layer are not."""
+    hook, target = "prefill", "_causal_mask"
+    patch = staticmethod(lambda original: lambda Tq, Tk, dtype: np.zeros((Tq, Tk), dtype))
+
+
+class DecodeReadsCacheOneStepLate(_PatchedAttention):
+    """A decoded token attends over the cache as it was before its own keys were written."""
+    patch = staticmethod(lambda original: lambda q, k, v: original(q, k[:, :, :-1], v[:, :, :-1])
+                         if k.shape[2] > 1 else original(q, k, v))
+
+
+class DropsOldestTokenOfAFullWindow(_PatchedAttention):
+    """Keeps block_size - 1 keys: once the context is full, its oldest token is lost."""
+    patch = staticmethod(lambda original: lambda q, k, v: original(q, k[:, :, 1:], v[:, :, 1:])
+                         if k.shape[2] == SPEC.block_size else original(q, k, v))
+
+
+class TorchPrefillNoCausalMask(TorchBackend):
+    """The torch backend's prompt encoded through its KV cache without the causal mask."""
+    def prefill(self, idx):
+        ops = self.module.h[0].attn.ops  # the model's op table, shared by every layer
+        causal, ops.attention = ops.attention, lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+        try:
+            return super().prefill(idx)
+        finally:
+            ops.attention = causal
+
+
 def first_clipped_step():
     """The first step at which the reference's gradient norm exceeds the clip: a backend that
     does not clip first differs in the loss of the step after it."""
@@ -88,25 +173,45 @@ MUTANTS = [
     (ErfGelu, "ops.gelu.out", None),
     (PositionsShifted, "ops.embedding.out", None),
     (ConstantLogits, "logits", None),
+    (LossLastPositionOnly, "eval.loss", 0),
+    (StepUpdatesNothing, "step.grad_norm", 1),  # the second step starts from unchanged weights
+    # in a 2-layer model the prompt's last position already sees what the mask should hide
+    (PrefillNoCausalMask, "generate.greedy.logits", 0),
+    (DecodeReadsCacheOneStepLate, "generate.greedy.logits", 1),
+    (DropsOldestTokenOfAFullWindow, "generate.greedy.logits", SPEC.block_size - 3),  # prompt of 3
+    (TorchPrefillNoCausalMask, "generate.greedy.logits", 0),
+    (ShadowedLoss, "eval", None),  # loss() raises: the level fails, saying why
+]
+# optimizer bugs, on the trajectory alone: the loss of the step after the first wrong update
+OPTIMIZER_MUTANTS = [
     (NoBiasCorrection, "trajectory.loss", 1),  # the first update is already wrong
     (DecayEverything, "trajectory.loss", 1),
     (NoClipping, "trajectory.loss", "first clipped + 1"),
 ]
 
 
-@pytest.mark.parametrize("cls, first, step", MUTANTS, ids=[m[0].__name__ for m in MUTANTS])
+@pytest.mark.parametrize("cls, first, step", MUTANTS + OPTIMIZER_MUTANTS,
+                         ids=[m[0].__name__ for m in MUTANTS + OPTIMIZER_MUTANTS])
 def test_mutant_fails_and_the_report_names_where(cls, first, step):
-    report = run_ladder(cls(SPEC, dtype="float64"))
+    levels = ("trajectory",) if (cls, first, step) in OPTIMIZER_MUTANTS else LEVELS
+    report = run_ladder(cls(SPEC, dtype="float64"), levels=levels)
     assert not report.ok
     row = report.first_failure
     assert row.name == first, report.to_text()
     if step is not None:
         expected = first_clipped_step() + 1 if step == "first clipped + 1" else step
-        assert row.first_bad == (expected,), report.to_text()
-    if issubclass(cls, NumpyBackend):  # no op_vjp: level 1 is skipped, and the report says so
+        assert row.first_bad[0] == expected, report.to_text()
+    if issubclass(cls, NumpyBackend) and "ops" in levels:  # no op_vjp: level 1 is skipped, and the report says so
         assert any("level 1 (ops) skipped" in n for n in report.notes)
     # far outside the tolerance, not a borderline miss
-    assert row.norm_rel > 100 * row.tol.norm_rtol or row.max_scaled > 100 * row.tol.atol
+    assert row.norm_rel > 100 * row.tol.norm_rtol or row.max_scaled > 100 * row.tol.atol or \
+        row.note.startswith("raised")
+
+
+@pytest.mark.parametrize("cls", [m[0] for m in OPTIMIZER_MUTANTS], ids=[m[0].__name__ for m in OPTIMIZER_MUTANTS])
+def test_the_separate_step_level_sees_every_optimizer_bug_too(cls):
+    rows = run_ladder(cls(SPEC, dtype="float64"), levels=("step",)).rows
+    assert not all(r.ok for r in rows)
 
 
 def test_decay_on_biases_and_layernorm_shows_in_those_final_params():

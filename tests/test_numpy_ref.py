@@ -148,18 +148,27 @@ def test_adamw_step_matches_torch_with_clipping_and_decay():
 def test_generation_with_kv_cache_equals_recomputing_each_window():
     spec = MICRO.replace(vocab_size=16, block_size=8)
     model = R.NumpyBackend(spec, dtype="float64")
-    model.load_state(init_params(spec, 3))
+    # weights far from the init, so that logits differ by position and greedy text varies
+    params = {n: p + 0.3 * rng.standard_normal(p.shape) for n, p in init_params(spec, 3).items()}
+    model.load_state(params)
     prompt = rng.integers(0, 16, (2, 3))
-    out = model.generate(prompt, 20, temperature=0)
+    seen = []
+    out = model.generate(prompt, 20, temperature=0, on_logits=lambda kind, logits: seen.append((kind, logits)))
     # the documented semantics, by plain forward passes: the window is the cache contents,
     # which restart from the last block_size // 2 tokens whenever the cache is full
-    seq, start = prompt.copy(), 0
-    for _ in range(20):
+    seq, start, want = prompt.copy(), 0, []
+    for _ in range(21):
         if seq.shape[1] - start > spec.block_size:
             start = seq.shape[1] - 1 - spec.block_size // 2 + 1
         logits, _ = model.forward(seq[:, start:])
+        want.append(logits[:, -1])
         seq = np.concatenate([seq, logits[:, -1].argmax(-1)[:, None]], axis=1)
-    np.testing.assert_array_equal(out, seq)
+    np.testing.assert_array_equal(out, seq[:, :-1])
+    assert len(set(out[0, 3:].tolist())) >= 3  # not one repeated token
+    np.testing.assert_allclose(np.stack([lg for _, lg in seen]), np.stack(want), rtol=1e-12, atol=1e-12)
+    kinds = [k for k, _ in seen]  # prefill of 3, decodes up to the full 8, a refill from 4, ...
+    assert kinds == ["prefill"] + ["decode"] * 5 + ["prefill"] + ["decode"] * 4 + ["prefill"] + ["decode"] * 4 + \
+        ["prefill"] + ["decode"] * 4
 
 
 def test_decoding_runs_one_position_per_token(monkeypatch):

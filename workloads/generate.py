@@ -1,9 +1,9 @@
 """Generation workload: sampling with the KV cache, timed token by token.
 
-Backend.generate (backends/base.py) drives every backend through two hooks: _prefill
-(fill a fresh cache from a window, return last-position logits) and _decode (append one
-token). Wrapping them on the instance timestamps each one as it returns (their logits are
-host arrays, so the device work is done):
+Backend.generate (backends/base.py) drives every backend through its public prefill (fill
+a fresh cache from a window, return last-position logits) and decode (append one token),
+and reports each call's logits to an `on_logits` observer. The observer timestamps each
+call as it returns (the logits are host arrays, so the device work is done):
   time to first token = prompt prefill (the first token is sampled from its logits);
   per-token latency   = the time between consecutive hook returns: sampling one token
                         and running it through the model (a cache refill, when the
@@ -64,19 +64,10 @@ def run(backend, cell) -> dict:
     if opts["warmup_tokens"]:
         backend.generate(prompt, opts["warmup_tokens"], **sample)
 
-    events: list[tuple[str, float]] = []  # (hook, perf_counter at its return)
-
-    def timed(fn, kind):
-        def hook(*args):
-            out = fn(*args)
-            events.append((kind, time.perf_counter()))
-            return out
-        return hook
-
-    backend._prefill = timed(backend._prefill, "prefill")
-    backend._decode = timed(backend._decode, "decode")
+    events: list[tuple[str, float]] = []  # (prefill or decode, perf_counter at its return)
     t0 = time.perf_counter()
-    out = backend.generate(prompt, n_new, **sample)  # (B, T0 + n_new)
+    out = backend.generate(prompt, n_new, **sample,  # (B, T0 + n_new)
+                           on_logits=lambda kind, logits: events.append((kind, time.perf_counter())))
     total_s = time.perf_counter() - t0
 
     metrics = {"batch_size": B, "prompt_tokens": int(prompt.shape[1]), "new_tokens": n_new,
@@ -84,7 +75,7 @@ def run(backend, cell) -> dict:
                "prompt_text": decode(corpus.tokenizer, prompt[0]),
                "sample_text": decode(corpus.tokenizer, out[0])}
     if not events:  # a backend whose generate bypasses the hooks: only the total is known
-        metrics["reason"] = "the backend's generate does not use the _prefill/_decode hooks"
+        metrics["reason"] = "the backend's generate does not report its model calls (on_logits)"
         return metrics
     ends = np.array([t for _, t in events])
     token_ms = np.diff(ends)[:n_new] * 1e3  # one interval per new token

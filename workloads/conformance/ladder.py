@@ -9,8 +9,17 @@ from the same canonical weights on the same batches, under workloads/conformance
    without op_vjp has this level skipped, and the report says so.
 2. step0: logits, loss and every parameter's gradient at one point: the canonical init,
    perturbed so that biases and LayerNorm parameters are off their special values 0 and 1.
-3. trajectory: K AdamW steps through train_step (the fast path) from the canonical init, with
+3. eval: loss() -- what validation curves and time-to-target use -- on fresh batches (one of
+   them shorter than the block) right after load_state, with no forward before it.
+4. step: forward, backward, then step(lr) on their own (not through train_step), a few
+   times: the gradient norm each step() returns, then every parameter.
+5. trajectory: K AdamW steps through train_step (the fast path) from the canonical init, with
    the suite's learning-rate schedule: the loss of every step, then every final parameter.
+6. generate: from weights perturbed far enough that the logits are not nearly uniform, a
+   greedy and a sampled (temperature, top-k, fixed seed) generation through the public
+   generate, long enough to refill the context: the logits of every model call against the
+   reference's full forward over that call's context (the spec's window rule, computed here),
+   then the tokens against a generation sampled from those full-forward logits.
 
 The report card names the first failing check in ladder order (workloads/conformance/report_card.py).
 """
@@ -20,16 +29,22 @@ from __future__ import annotations
 import numpy as np
 
 from backends import numpy_ref as ref
+from backends.base import sample_next
 from backends.numpy_ref import NumpyBackend
 from gptspec.data import BatchSampler, MarkovSource, load_corpus
 from gptspec.weights import init_params
 from workloads.conformance import DEFAULT_BATCH, DEFAULT_STEPS
-from workloads.conformance.report_card import Report, compare, failed_row
+from workloads.conformance.report_card import Report, Row, compare, failed_row
 from workloads.conformance.tolerances import tolerance
 from workloads.train import config_for
 
-LEVELS = ("ops", "step0", "trajectory")
+LEVELS = ("ops", "step0", "eval", "step", "trajectory", "generate")
 PERTURB = 0.02  # the init's own scale: moves biases off 0 and LayerNorm weights off 1
+STEP_STEPS = 3  # the step level's updates
+# generation weights: init + this much noise gives logits with a spread of a few nats, so
+# greedy decoding does not repeat one token and every position's logits matter
+GENERATE_PERTURB = 0.3
+GENERATE_BATCH = 2
 
 
 # --- level 1: ops ---------------------------------------------------------------------------
@@ -80,7 +95,7 @@ def check_ops(backend, report, rng):
     op_vjp = getattr(backend, "op_vjp", None)
     if op_vjp is None:
         report.notes.append(f"level 1 (ops) skipped: {type(backend).__name__} has no op_vjp method; "
-                            "levels 2 and 3 still test the whole model")
+                            "the other levels still test the whole model")
         return
     tol = tolerance(backend.dtype, "ops")
     for name, inputs, dout, grad_names, ref_vjp in op_cases(backend.spec, rng):
@@ -122,7 +137,65 @@ def check_step0(backend, report, rng, batch_size):
             report.rows.append(compare("step0", f"grad.{name}", grads[name], g_ref, tol))
 
 
-# --- level 3: K-step trajectory -----------------------------------------------------------
+def perturbed_params(spec, seed, rng, scale=PERTURB) -> dict:
+    return {n: p + scale * rng.standard_normal(p.shape) for n, p in init_params(spec, seed, dtype=np.float64).items()}
+
+
+def _reference(spec, params):
+    reference = NumpyBackend(spec, dtype="float64")
+    reference.load_state(params)
+    return reference
+
+
+# --- level 3: eval ------------------------------------------------------------------------
+def check_eval(backend, report, rng, batch_size):
+    spec, tol = backend.spec, tolerance(backend.dtype, "step0")
+    params = perturbed_params(spec, report.settings["seed"], rng)
+    reference = _reference(spec, params)
+    batches = [rng.integers(0, spec.vocab_size, (2, batch_size, T))
+               for T in (spec.block_size, spec.block_size, max(1, spec.block_size // 2))]
+    backend.load_state(params)  # loss() straight after loading: nothing cached from a forward
+    losses = [float(backend.loss(x, y)) for x, y in batches]
+    report.rows.append(compare("eval", "eval.loss", losses, [reference.loss(x, y) for x, y in batches], tol))
+
+
+# --- level 4: a separate step() -------------------------------------------------------------
+def check_step(backend, report, rng, batch_size, steps=STEP_STEPS):
+    spec = backend.spec
+    params = perturbed_params(spec, report.settings["seed"], rng)
+    schedule = config_for(spec.name, steps=steps, batch_size=batch_size).schedule()
+    reference = _reference(spec, params)
+    backend.load_state(params)
+    norms, ref_norms = [], []
+    for step in range(steps):
+        x, y = rng.integers(0, spec.vocab_size, (2, batch_size, spec.block_size))
+        lr = schedule.lr_at(step)
+        for model, out in ((reference, ref_norms), (backend, norms)):
+            model.forward(x, y)
+            model.backward()
+            out.append(float(model.step(lr)))
+    report.rows.append(compare("step", "step.grad_norm", norms, ref_norms, tolerance(backend.dtype, "step0")))
+    _compare_params(backend, reference, report, "step", "step.")
+
+
+def _compare_params(backend, reference, report, level, prefix):
+    """Every parameter of backend against the reference's, the loss's null directions aside."""
+    tol = tolerance(backend.dtype, "params")
+    final, null = backend.state(), null_directions(backend.spec)
+    for name, p_ref in reference.state().items():
+        if name not in final:
+            report.rows.append(failed_row(level, f"{prefix}{name}", tol, "missing from state()"))
+            continue
+        p = np.array(final[name], dtype=np.float64)
+        if name in null:
+            p[null[name]] = p_ref[null[name]] = 0.0
+        row = compare(level, f"{prefix}{name}", p, p_ref, tol)
+        if name in null:
+            row.note = "; ".join(filter(None, [row.note, "key-bias block not compared: the loss ignores it"]))
+        report.rows.append(row)
+
+
+# --- level 5: K-step trajectory -----------------------------------------------------------
 def training_batches(spec, steps, batch_size, seed):
     """The synthetic corpus (structured, so the loss really falls) when its alphabet fits
     the vocabulary, else uniform random ids."""
@@ -157,19 +230,123 @@ def check_trajectory(backend, report, steps, batch_size):
         ref_losses.append(float(reference.train_step(x, y, lr)))
         losses.append(float(backend.train_step(x, y, lr)))
     report.rows.append(compare("trajectory", "trajectory.loss", losses, ref_losses, tol))
-    tol = tolerance(backend.dtype, "params")
-    final, null = backend.state(), null_directions(spec)
-    for name, p_ref in reference.state().items():
-        if name not in final:
-            report.rows.append(failed_row("trajectory", f"final.{name}", tol, "missing from state()"))
-            continue
-        p = np.array(final[name], dtype=np.float64)
-        if name in null:
-            p[null[name]] = p_ref[null[name]] = 0.0
-        row = compare("trajectory", f"final.{name}", p, p_ref, tol)
-        if name in null:
-            row.note = "; ".join(filter(None, [row.note, "key-bias block not compared: the loss ignores it"]))
-        report.rows.append(row)
+    _compare_params(backend, reference, report, "trajectory", "final.")
+
+
+# --- level 6: generate --------------------------------------------------------------------
+def call_windows(prompt_len: int, new_tokens: int, block_size: int) -> list[tuple[int, int]]:
+    """[start, end) of the token sequence that each model call of generate sees (docs/spec.md):
+    the prompt's last block_size tokens, then one more per new token, and when the context
+    is full, a refill from the last block_size // 2 tokens. One window per call: 1 + new_tokens."""
+    length, end = min(prompt_len, block_size), prompt_len
+    windows = [(end - length, end)]
+    for _ in range(new_tokens):
+        end += 1
+        length = block_size // 2 if length == block_size else length + 1
+        windows.append((end - length, end))
+    return windows
+
+
+def full_forward_generation(reference, prompt, new_tokens, temperature, top_k, seed):
+    """What generate must produce, with no cache: each step's logits from a full forward over
+    its window, and a token sampled from them as Backend.generate samples. Returns the tokens
+    (B, prompt_len + new_tokens) and the uniform numbers each sampling step drew."""
+    rng = np.random.default_rng(seed)
+    seq, draws = np.asarray(prompt), []
+    for start, end in call_windows(prompt.shape[1], new_tokens, reference.spec.block_size)[:new_tokens]:
+        logits = reference.forward(seq[:, start:end])[0][:, -1, :]  # (B, V)
+        draws.append(_peek(rng, seq.shape[0]))
+        seq = np.concatenate([seq, sample_next(logits, temperature, top_k, rng)[:, None]], axis=1)
+    return seq, draws
+
+
+def _peek(rng, batch):
+    """The uniform numbers sample_next is about to draw from rng, drawn from a copy of it."""
+    bits = type(rng.bit_generator)()
+    bits.state = rng.bit_generator.state
+    return np.random.Generator(bits).random((batch, 1))[:, 0]
+
+
+def check_generate(backend, report, rng):
+    spec, tol = backend.spec, tolerance(backend.dtype, "step0")
+    bs = spec.block_size
+    params = perturbed_params(spec, report.settings["seed"], rng, GENERATE_PERTURB)
+    reference = _reference(spec, params)
+    backend.load_state(params)
+    new = bs + bs // 2 + 2  # past a full context: at least one refill
+    cases = (("greedy", dict(temperature=0.0, top_k=None), 3),
+             ("sampled", dict(temperature=0.8, top_k=max(2, spec.vocab_size // 4)), bs - 2))
+    for name, sampling, prompt_len in cases:
+        prompt = rng.integers(0, spec.vocab_size, (GENERATE_BATCH, prompt_len))
+        seed = int(rng.integers(1 << 30))
+        seen = []
+        out = np.asarray(backend.generate(prompt, new, seed=seed, **sampling,
+                                          on_logits=lambda kind, logits: seen.append(np.asarray(logits))))
+        want_tokens, draws = full_forward_generation(reference, prompt, new, seed=seed, **sampling)
+        # the logits of every call, on the backend's own tokens (so a token that went another
+        # way on a near-tie does not hide what came after it)
+        want_logits = forced_logits(reference, out, prompt.shape[1], new)
+        level, prefix = "generate", f"generate.{name}"
+        if len(seen) != new + 1:
+            report.rows.append(failed_row(level, f"{prefix}.logits", tol, f"{len(seen)} model calls reported "
+                                          f"through on_logits, expected {new + 1} (backends implement prefill "
+                                          "and decode; generate is the base class's)"))
+        else:
+            report.rows.append(compare(level, f"{prefix}.logits", np.stack(seen), want_logits, tol))
+        report.rows.append(token_row(level, f"{prefix}.tokens", out, want_tokens, prompt.shape[1], want_logits,
+                                     draws, sampling, tol))
+
+
+def forced_logits(reference, tokens, prompt_len, new_tokens):
+    """Full-forward logits (1 + new_tokens, B, V) of every call generate made while producing
+    `tokens` (B, prompt_len + new_tokens)."""
+    windows = call_windows(prompt_len, new_tokens, reference.spec.block_size)
+    return np.stack([reference.forward(tokens[:, s:e])[0][:, -1, :] for s, e in windows])
+
+
+def token_row(level, name, got, want, prompt_len, logits, draws, sampling, tol) -> Row:
+    """The generated tokens against the full-forward generation. They must be equal, except
+    that from the first step where they part, the rest may differ when that step was a
+    near-tie: the backend's choice is one that logits within the tolerance could make."""
+    got, want = np.asarray(got), np.asarray(want)
+    row = Row(level, name, want.shape, True, 0.0, 0.0, 0.0, 0.0, None, None, None, None, tol)
+    if got.shape != want.shape:
+        row.ok, row.note = False, f"shape {got.shape} where the reference has {want.shape}"
+        return row
+    diff = np.argwhere(got[:, prompt_len:] != want[:, prompt_len:])
+    if diff.size == 0:
+        return row
+    step = int(diff[:, 1].min())
+    b = int(diff[diff[:, 1] == step][0, 0])
+    row.worst_index = row.first_bad = (step, b)
+    row.worst_value, row.worst_ref = float(got[b, prompt_len + step]), float(want[b, prompt_len + step])
+    row.max_abs = float(np.count_nonzero(got[:, prompt_len:] != want[:, prompt_len:]))
+    if near_tie(logits[step, b], int(row.worst_value), int(row.worst_ref), draws[step][b], sampling, tol):
+        row.note = f"tokens part at step {step} on a near-tie within the tolerance; not compared after it"
+    else:
+        row.ok, row.note = False, f"token {int(row.worst_value)} where the reference samples {int(row.worst_ref)}"
+    return row
+
+
+def near_tie(ref_logits, got: int, want: int, u: float, sampling: dict, tol) -> bool:
+    """Whether logits within `tol` of ref_logits (V,) could make generate pick `got` instead
+    of `want`: greedy, when the two logits are closer than twice the element bound; sampled,
+    when the uniform draw u lies closer to the boundary between the two tokens' cumulative
+    probabilities than such logits could move it."""
+    z = np.asarray(ref_logits, dtype=np.float64)
+    bound = tol.atol * float(np.sqrt(np.mean(z * z))) + tol.rtol * np.abs(z)  # (V,)
+    if sampling["temperature"] == 0:
+        return bool(z[want] - z[got] <= bound[want] + bound[got])
+    z = z / sampling["temperature"]
+    k = sampling["top_k"]
+    if k is not None and k < z.size:
+        z = np.where(z < np.sort(z)[-k], -np.inf, z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    cdf = np.cumsum(p)  # sample_next picks the token whose interval (cdf[t-1], cdf[t]] holds u
+    slack = float(np.sum(p * 2 * bound / sampling["temperature"]))  # how far such logits move the cdf
+    low = cdf[got - 1] if got > 0 else 0.0
+    return bool(low - slack < u <= cdf[got] + slack)
 
 
 # --- the ladder ---------------------------------------------------------------------------
@@ -185,8 +362,16 @@ def run_ladder(backend, name: str | None = None, seed: int = 0, steps: int = DEF
                 check_ops(backend, report, rng)
             elif level == "step0":
                 check_step0(backend, report, rng, batch_size)
-            else:
+            elif level == "eval":
+                check_eval(backend, report, rng, batch_size)
+            elif level == "step":
+                check_step(backend, report, rng, batch_size)
+            elif level == "trajectory":
                 check_trajectory(backend, report, steps, batch_size)
+            elif level == "generate":
+                check_generate(backend, report, rng)
+            else:
+                raise ValueError(f"no ladder level {level!r}; levels: {', '.join(LEVELS)}")
         except Exception as e:  # a backend that crashes fails the level; the report says how
             report.rows.append(failed_row(level, level, tolerance(backend.dtype, "ops"),
                                           f"raised {type(e).__name__}: {e}"))

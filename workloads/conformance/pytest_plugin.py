@@ -2,7 +2,7 @@
 
     pytest --gptbench-backend=mypkg.module:MyBackend [--gptbench-dtype float32] ...
 
-adds one test per ladder level (ops, step0, trajectory) to whatever else pytest collects.
+adds one test per ladder level (ops, step0, eval, step, trajectory, generate) to whatever else pytest collects.
 The ladder runs once; each test fails with the report-card lines of its failing checks.
 Without --gptbench-backend the plugin does nothing.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-LEVELS = ("ops", "step0", "trajectory")
 
 
 def pytest_addoption(parser):
@@ -28,6 +27,8 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(session, config, items):
     target = config.getoption("gptbench_backend")
     if target:
+        from workloads.conformance.ladder import LEVELS
+
         ladder = _Ladder(config)
         items.extend(LadderLevel.from_parent(session, name=f"gptbench[{target}-{level}]", level=level,
                                              ladder=ladder) for level in LEVELS)

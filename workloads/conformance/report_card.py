@@ -14,7 +14,7 @@ from workloads.conformance.tolerances import Tolerance
 
 @dataclass
 class Row:
-    level: str  # ops, step0 or trajectory
+    level: str  # ops, step0, eval, step, trajectory or generate
     name: str  # e.g. ops.attention.dq, grad.h.0.ln_1.weight, trajectory.loss
     shape: tuple
     ok: bool
@@ -133,8 +133,10 @@ def describe(r: Row) -> str:
         return f"{r.name}: {r.note}"
     if r.first_bad is None:
         where = "(every element within bounds, the norm is not)"
-    elif r.name == "trajectory.loss":
+    elif r.name in ("trajectory.loss", "step.grad_norm"):
         where = f"from step {r.first_bad[0]}"
+    elif r.level == "generate":  # (step, batch row[, vocabulary id])
+        where = f"from generated token {r.first_bad[0]} (batch row {r.first_bad[1]})"
     else:
         where = f"from index {r.first_bad}"
     return (f"{r.name} {where}; worst index {r.worst_index}: {r.worst_value:.6g} vs reference "
