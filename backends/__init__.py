@@ -38,7 +38,11 @@ def names() -> list[str]:
 
 
 def load(name_or_path: str):
-    """The backend class for a built-in name, an entry point name or 'module:Class'."""
+    """The backend class for a built-in name, an entry point name or 'module:Class', checked
+    against the contract (backends/contract.py). Whatever goes wrong -- no such module, a
+    module that raises on import, a class that does not fit -- is a BackendError that says so."""
+    from backends import contract
+
     if name_or_path in BUILTIN:
         target = BUILTIN[name_or_path]
     elif ":" in name_or_path:
@@ -53,15 +57,21 @@ def load(name_or_path: str):
                 f"plugins (entry-point group '{ENTRY_POINT_GROUP}'): {', '.join(eps) or 'none'}; "
                 "or give a 'package.module:ClassName' path."
             )
-        return eps[name_or_path].load()
+        target = eps[name_or_path].value
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
             raise BackendError(f"backend module {module_name!r} not found (from {target!r}).") from None
-        raise  # the backend itself imports something missing: that is for unavailable() to say
+        raise BackendError(f"backend {name_or_path!r} needs {e.name}, which is not installed here (module "
+                           f"{module_name!r} imports it).") from None
+    except Exception as e:  # noqa: BLE001 -- a plugin's own import error, told in one paragraph
+        raise BackendError(f"backend {name_or_path!r}: importing {module_name!r} raised "
+                           f"{type(e).__name__}: {e}") from None
     try:
-        return getattr(module, class_name)
+        cls = getattr(module, class_name)
     except AttributeError:
         raise BackendError(f"module {module_name!r} has no class {class_name!r} (from {target!r}).") from None
+    contract.check(cls, name_or_path)
+    return cls

@@ -28,6 +28,12 @@ class Backend:
             return f"{cls.name} supports dtypes {', '.join(cls.dtypes)}, not {dtype!r}"
         return None
 
+    @classmethod
+    def versions(cls) -> dict[str, str]:
+        """The versions of what this backend runs on, e.g. {"torch": "2.13.0"}: records keep
+        them beside the backend's name (`implementation.versions`). Optional."""
+        return {}
+
     def __init__(self, spec: GPTSpec, device: str = "cpu", dtype: str = "float32",
                  optim: AdamWConfig | None = None):
         self.spec, self.device, self.dtype = spec, device, dtype

@@ -150,6 +150,10 @@ class JaxBackend(Backend):
             return f"jax {jax.__version__} has no {device} backend (for CUDA: pip install 'jax[cuda12]')"
         return None
 
+    @classmethod
+    def versions(cls):
+        return {} if jax is None else {"jax": jax.__version__}
+
     def __init__(self, spec, device="cpu", dtype="float32", optim=None):
         super().__init__(spec, device, dtype, optim)
         reason = self.unavailable(device, dtype)

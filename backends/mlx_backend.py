@@ -128,6 +128,10 @@ class MlxBackend(Backend):
             return f"mlx {mx.__version__} sees no GPU"
         return None
 
+    @classmethod
+    def versions(cls):
+        return {} if mx is None else {"mlx": mx.__version__}
+
     def __init__(self, spec, device="cpu", dtype="float32", optim=None):
         super().__init__(spec, device, dtype, optim)
         reason = self.unavailable(device, dtype)

@@ -295,6 +295,10 @@ def cross_entropy_backward(dloss, cache):
 class NumpyBackend(Backend):
     name = "numpy"
 
+    @classmethod
+    def versions(cls):
+        return {"numpy": np.__version__}
+
     def __init__(self, spec, device="cpu", dtype="float32", optim=None):
         super().__init__(spec, device, dtype, optim)
         reason = self.unavailable(device, dtype)

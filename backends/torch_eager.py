@@ -118,6 +118,10 @@ class TorchBackend(Backend):
             return f"{torch.cuda.get_device_name(device)} has no bfloat16"
         return None
 
+    @classmethod
+    def versions(cls):
+        return {} if torch is None else {"torch": torch.__version__, "cuda": torch.version.cuda}
+
     def __init__(self, spec, device="cpu", dtype="float32", optim=None, attention=None):
         """attention: None (the class's), "sdpa", "math", or a function (q, k, v) -> y."""
         super().__init__(spec, device, dtype, optim)

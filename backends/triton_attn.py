@@ -72,6 +72,15 @@ class TritonBackend(TorchBackend):
     cross_entropy = staticmethod(cross_entropy)
 
     @classmethod
+    def versions(cls):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return {**super().versions(), "triton": version("triton")}
+        except PackageNotFoundError:
+            return super().versions()
+
+    @classmethod
     def unavailable(cls, device="cpu", dtype="float32"):
         reason = super().unavailable(device, dtype)
         if reason:

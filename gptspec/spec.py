@@ -122,7 +122,8 @@ class GPTSpec:
             est = {
                 "weights": weights,
                 "grads": weights,
-                "adam_moments": 2 * self.n_params() * 4,  # moments kept in float32 at least
+                # as precise as the parameters, and float32 at least (bf16 autocast keeps fp32 masters)
+                "adam_moments": 2 * self.n_params() * max(4, nbytes),
                 "activations": B * T * per_token * nbytes,
             }
         else:

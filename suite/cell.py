@@ -21,8 +21,10 @@ import traceback
 from dataclasses import dataclass, field
 
 import workloads
+from backends.contract import describe
 from gptspec.files import write_json_atomic
 from gptspec.spec import GPTSpec, preset
+from suite.env import cpus_seen
 from suite.record import Limits, Record
 
 STATUSES = ("ok", "nonconformant", "oom", "timeout", "crash", "unavailable", "diverged", "no_host")
@@ -155,7 +157,8 @@ def execute(payload: dict) -> Record:
         if cell.device.startswith("cuda"):
             out.gpu = _cap_gpu(cell, limits.gpu_budget_mb)
         target = make()
-        out.threads_seen = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+        out.implementation = describe(target)
+        out.threads_seen = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cpus": cpus_seen()}
         if "torch" in sys.modules:  # the env vars fix BLAS/OpenMP; torch's intra-op pool too
             sys.modules["torch"].set_num_threads(limits.threads)
             out.threads_seen["torch"] = sys.modules["torch"].get_num_threads()

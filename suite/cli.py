@@ -14,10 +14,12 @@ import sys
 from gptspec.errors import GptbenchError
 
 def _set_threads(n: int | None) -> None:
+    """--threads N: BLAS/OpenMP variables and the CPU affinity, before any library loads."""
     if n:
-        from suite.env import thread_env
+        from suite.env import bind_cpus, thread_env
 
         os.environ.update(thread_env(n))
+        bind_cpus(n)
 
 
 def _spec(arg: str):
@@ -63,10 +65,11 @@ def cmd_check(args) -> int:
     """Exit 0 pass, 1 fail, 2 unavailable here. The reference itself (numpy, float64) is
     checked by finite differences; every other backend runs the conformance ladder."""
     import backends
+    from backends.contract import label
     from backends.numpy_ref import NumpyBackend
 
     cls = backends.load(args.backend)
-    reason = cls.unavailable(args.device, args.dtype)
+    reason = _unavailable(cls, args.backend, args.device, args.dtype)
     if reason:
         print(f"{args.backend}: unavailable here: {reason}", file=sys.stderr)
         return 2
@@ -75,10 +78,20 @@ def cmd_check(args) -> int:
         return _check_finite_differences(args, spec)
     from workloads.conformance.ladder import run_ladder
 
-    report = run_ladder(cls(spec, device=args.device, dtype=args.dtype), name=args.backend, seed=args.seed,
+    # labelled by the class's own name: the same backend reads the same however it was named
+    report = run_ladder(cls(spec, device=args.device, dtype=args.dtype), name=label(cls), seed=args.seed,
                         steps=args.steps, batch_size=args.batch_size)
     print(report.to_json() if args.json else report.to_text())
     return 0 if report.ok else 1
+
+
+def _unavailable(cls, given: str, device: str, dtype: str) -> str | None:
+    """cls.unavailable(device, dtype), with a plugin's own failure in it told as bad input."""
+    try:
+        return cls.unavailable(device, dtype)
+    except Exception as e:  # noqa: BLE001
+        raise GptbenchError(f"backend {given!r}: {cls.__name__}.unavailable({device!r}, {dtype!r}) raised "
+                            f"{type(e).__name__}: {e}") from None
 
 
 def _check_finite_differences(args, spec) -> int:
@@ -105,7 +118,7 @@ def _build_backend(args, spec):
     import backends
 
     cls = backends.load(args.backend)
-    reason = cls.unavailable(args.device, args.dtype)
+    reason = _unavailable(cls, args.backend, args.device, args.dtype)
     if reason:
         raise GptbenchError(f"backend {args.backend!r} is unavailable here: {reason}.")
     return cls(spec, device=args.device, dtype=args.dtype)

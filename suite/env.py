@@ -29,6 +29,25 @@ def thread_env(threads: int) -> dict[str, str]:
     return {var: str(threads) for var in THREAD_ENV}
 
 
+def bind_cpus(threads: int) -> list[int] | None:
+    """Bind this process (and what it starts) to `threads` of the CPUs it may use, the
+    lowest-numbered: frameworks that size their pools from the affinity mask rather than
+    the environment (jax's XLA, some OpenMP builds) obey it too. Returns the CPUs, or None
+    where the OS has no affinity call (macOS) or there are no more CPUs than threads."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads >= len(allowed):
+        return None
+    os.sched_setaffinity(0, allowed[:threads])
+    return allowed[:threads]
+
+
+def cpus_seen() -> int | None:
+    """How many CPUs this process may run on (its affinity mask), where the OS says."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def cache_dir() -> Path:
     """$GPTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/gptbench, else ~/.cache/gptbench."""
     if os.environ.get("GPTBENCH_CACHE_DIR"):

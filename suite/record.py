@@ -19,7 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-SCHEMA_VERSION = 1
+# 2: `implementation` (the measured class's name, module and versions) joined the record
+SCHEMA_VERSION = 2
 
 
 def now() -> str:
@@ -45,7 +46,7 @@ class Limits:
 
 
 # the fields the child owns: the runner copies exactly these from the child's record
-CHILD_FIELDS = ("status", "reason", "traceback", "metrics", "threads_seen", "rss_after_setup_mb", "setup_s",
+CHILD_FIELDS = ("status", "reason", "traceback", "metrics", "implementation", "threads_seen", "rss_after_setup_mb", "setup_s",
                 "workload_s", "gate", "heavy_modules", "gpu", "gpu_peak_allocated_mb", "gpu_peak_reserved_mb")
 
 
@@ -68,6 +69,7 @@ class Record:
     reason: str | None = None
     traceback: str | None = None
     metrics: dict = field(default_factory=dict)
+    implementation: dict | None = None  # backends/contract.py describe(): name, class, versions
     # the limits it ran under, and what the child saw of them
     budget_mb: float | None = None
     gpu_budget_mb: float | None = None

@@ -112,13 +112,17 @@ def _died_without_record(status: int, killed_for, budget_mb, timeout_s, peak_mb)
     return {"status": "crash", "reason": f"exited with code {os.WEXITSTATUS(status)} without writing a record"}
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when its spawner dies (a Ray worker killed by
-    `ray job stop`, a cancel or a lost driver), so no cell outlives its supervisor. Linux only."""
-    if sys.platform == "linux":
-        import ctypes
+def _before_exec(threads: int):
+    """What the child does between fork and exec: SIGKILL itself when its spawner dies (a Ray
+    worker killed by `ray job stop`, a cancel or a lost driver), so no cell outlives its
+    supervisor (Linux); and bind itself to `threads` CPUs (suite/env.py bind_cpus)."""
+    def run():
+        if sys.platform == "linux":
+            import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        env.bind_cpus(threads)
+    return run
 
 
 def _child_env(threads: int, extra: dict | None) -> dict:
@@ -152,7 +156,7 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
                                     stdout=out, stderr=err, env=_child_env(limits.threads, extra_env),
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+                                    start_new_session=True, preexec_fn=_before_exec(limits.threads))
             status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, limits.budget_mb, limits.timeout_s,
                                                                            poll_s)
         record.wall_s = time.perf_counter() - t0

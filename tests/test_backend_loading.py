@@ -5,16 +5,14 @@ import pytest
 import backends
 from backends.numpy_ref import NumpyBackend
 from gptspec.errors import BackendError
+from gptspec.spec import preset
 from suite.cli import main
 
 
 class _EntryPoint:
-    def __init__(self, name, target):
-        self.name, self.target = name, target
-
-    def load(self):
-        module, _, cls = self.target.partition(":")
-        return getattr(__import__(module, fromlist=[cls]), cls)
+    """importlib.metadata.EntryPoint's name and value ('module:Class')."""
+    def __init__(self, name, value):
+        self.name, self.value = name, value
 
 
 def test_builtin_module_path_and_entry_point_all_find_the_class(monkeypatch):
@@ -49,3 +47,35 @@ def test_backends_command_lists_availability(capsys):
     assert main(["backends", "--device", "cuda", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["numpy"]["available"] is False and "cuda" in rows["numpy"]["reason"]
+
+
+@pytest.mark.parametrize("target, needles", [
+    ("plugin_misfits:NoDtypeInUnavailable", ["unavailable(device='cpu')", "unavailable(cls, device, dtype)"]),
+    ("plugin_misfits:UnavailableNotAClassmethod", ["must be a classmethod"]),
+    ("plugin_misfits:StepWithoutLr", ["StepWithoutLr.step(self)", "step(self, lr)"]),
+    ("plugin_misfits:NotABackend", ["not a subclass of backends.base.Backend"]),
+    ("plugin_misfits:UnavailableRaises", ["raised RuntimeError: probing the device failed"]),
+    ("plugin_raises_on_import:Anything", ["importing 'plugin_raises_on_import' raised RuntimeError",
+                                          "configuration is missing"]),
+    ("plugin_needs_a_missing_module:X", ["not found"]),
+])
+def test_a_plugin_that_does_not_fit_gets_one_paragraph_and_exit_2(target, needles, capsys):
+    assert main(["check", target, "--dtype", "float32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gptbench check: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_the_label_comes_from_the_class_not_from_how_it_was_named(capsys):
+    from backends.contract import describe, label
+
+    assert label(NumpyBackend) == "numpy" and describe(NumpyBackend(preset("tiny")))["name"] == "numpy"
+    for given in ("numpy", "backends.numpy_ref:NumpyBackend"):
+        assert main(["check", given, "--dtype", "float32", "--steps", "2", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["backend"] == "numpy"
+
+    class Renamed(NumpyBackend):  # a subclass is not the backend it inherits from
+        pass
+
+    assert label(Renamed) == "Renamed"

@@ -7,6 +7,7 @@ device the backend does not have, a dependency that is not installed)."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -113,7 +114,8 @@ def test_lumgpt_numpy_train_cell_peaks_under_150_mb_without_torch():
     assert rec["peak_rss_mb"] < 150
     # the kernel's peak and the runner's 10 ms samples of the same process agree
     assert rec["peak_rss_sampled_mb"] <= rec["peak_rss_mb"] * 1.02 and rec["peak_rss_sampled_mb"] > 0.8 * rec["peak_rss_mb"]
-    assert rec["threads_seen"] == {"OMP_NUM_THREADS": str(rec["threads"])}
+    assert rec["threads_seen"] == {"OMP_NUM_THREADS": str(rec["threads"]),
+                                   "cpus": min(rec["threads"], len(os.sched_getaffinity(0)))}
 
 
 # (backend, workload, spec, options): train cells and a torch op cell
@@ -138,7 +140,7 @@ def test_memory_estimate_is_within_the_stated_factor_of_the_measured_peak(backen
     assert rec["memory_ratio"] == pytest.approx(ratio)
     assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR
     if backend != "numpy":  # torch was told the thread count, not only the environment
-        assert rec["threads_seen"] == {"OMP_NUM_THREADS": "1", "torch": 1}
+        assert rec["threads_seen"] == {"OMP_NUM_THREADS": "1", "torch": 1, "cpus": 1}
 
 
 def test_peak_is_the_childs_own_not_the_spawning_processs():
@@ -156,3 +158,12 @@ def test_peak_is_the_childs_own_not_the_spawning_processs():
     assert rec["ru_maxrss_mb"] > 300 > 100 > rec["peak_rss_mb"]
     # the high-water mark and the 10 ms samples agree, up to the kernel's lazy RSS counters
     assert rec["peak_rss_mb"] >= 0.98 * rec["peak_rss_sampled_mb"] > 20
+
+
+def test_threads_bind_the_cells_cpus_as_well_as_the_thread_pools():
+    """One thread: the child may run on one CPU only, so a framework that sizes its pool from
+    the affinity mask (not the environment) is held to it too."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: nothing to narrow")
+    rec = run_cell(Cell.make("numpy", "train", "tiny", options={"steps": 2}), Limits(timeout_s=120, threads=1)).to_dict()
+    assert rec["status"] == "ok" and rec["threads_seen"] == {"OMP_NUM_THREADS": "1", "cpus": 1}

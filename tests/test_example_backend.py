@@ -28,11 +28,29 @@ def test_the_example_backend_passes_gptbench_check_from_the_repo_root():
                                "the other levels still test the whole model"]
 
 
-def test_pytest_plugin_runs_the_ladder_as_tests(tmp_path):
+def test_pytest_plugin_runs_the_ladder_as_tests_for_both_dtypes_in_one_run(tmp_path):
     proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--gptbench-backend={EXAMPLE}",
-                "--gptbench-steps", "10", "-rs"], cwd=tmp_path, pythonpath=[REPO])
+                "--gptbench-dtype", "float32,float64", "--gptbench-steps", "10", "-rs", "-v"],
+               cwd=tmp_path, pythonpath=[REPO])
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "5 passed, 1 skipped" in proc.stdout and "has no op_vjp" in proc.stdout
+    # per dtype: eval, step0, step, trajectory, generate pass; ops is skipped (no op_vjp)
+    assert "10 passed, 2 skipped" in proc.stdout and "has no op_vjp" in proc.stdout
+    assert f"gptbench[{EXAMPLE}-float64-generate] PASSED" in proc.stdout
+
+
+def test_pytest_plugin_fails_when_the_backend_cannot_run_unless_told_to_skip(tmp_path):
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--gptbench-backend={EXAMPLE}",
+           "--gptbench-device", "cuda", "-rs"]
+    if __import__("torch").cuda.is_available():
+        cmd[-2:-1] = ["mps"]  # a device this machine does not have either
+    proc = run(cmd, cwd=tmp_path, pythonpath=[REPO])
+    assert proc.returncode == 1 and "6 failed" in proc.stdout, proc.stdout[-3000:]
+    assert "unavailable here" in proc.stdout and "--gptbench-allow-unavailable" in proc.stdout
+    proc = run(cmd + ["--gptbench-allow-unavailable"], cwd=tmp_path, pythonpath=[REPO])
+    assert proc.returncode == 0 and "6 skipped" in proc.stdout, proc.stdout[-3000:]
+    proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--gptbench-backend=nosuch_mod:Cls"],
+               cwd=tmp_path, pythonpath=[REPO])
+    assert proc.returncode == 1 and "not found" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_pytest_plugin_fails_a_broken_backend_and_names_the_tensor(tmp_path):
@@ -54,3 +72,17 @@ def test_an_installed_plugin_is_found_by_its_entry_point(tmp_path):
     proc = run([GPTBENCH, "check", "minimal", "--dtype", "float64", "--steps", "5"], cwd=tmp_path,
                pythonpath=[tmp_path, REPO])
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1].startswith("PASS"), proc.stdout[-3000:]
+
+
+def test_the_ci_recipe_for_a_backend_repository_runs_on_the_example(tmp_path):
+    """examples/ci/gptbench-check.sh, past its install step, with the example as the backend:
+    check in float32 and float64, the pytest plugin, train, and generate from the saved weights."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BACKEND": EXAMPLE, "GPTBENCH_CI_NO_INSTALL": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(REPO / "examples" / "ci" / "gptbench-check.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.count("PASS: 93/93 checks") == 2  # float32 and float64
+    assert "10 passed, 2 skipped" in out and "status ok" in out
+    assert out.rstrip().splitlines()[-1].startswith("ab")  # the generated text, from the prompt

@@ -38,7 +38,10 @@ def test_memory_estimate_counts_weights_grads_and_moments_exactly():
     s = preset("tiny")
     est = s.memory_estimate(batch_size=4, dtype="float64")
     assert est["weights"] == est["grads"] == s.n_params() * 8
-    assert est["adam_moments"] == 2 * s.n_params() * 4
+    # the moments have the parameters' precision: float64 here, float32 under bf16 autocast
+    assert est["adam_moments"] == 2 * s.n_params() * 8
+    assert s.memory_estimate(4, dtype="float32")["adam_moments"] == 2 * s.n_params() * 4
+    assert s.memory_estimate(4, dtype="bfloat16")["adam_moments"] == 2 * s.n_params() * 4
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
     # activations grow linearly with batch
     assert s.memory_estimate(8)["activations"] == 2 * s.memory_estimate(4)["activations"]
