@@ -19,6 +19,7 @@ from suite import matrix as M
 from suite.cell import Cell, execute
 from suite.cli import _print_cell_summary
 from suite.memory import estimate_fields
+from suite.record import Limits
 from suite.run_cmd import summary
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -47,11 +48,10 @@ def test_defaults_are_the_workloads_own_and_follow_the_spec():
 
 
 def test_given_options_are_typed_and_runner_options_left_to_the_runner():
-    cell = Cell.make("numpy", "train", "tiny", options={"lr": 1, "steps": 7, "threads": 2, "gate": "conformance",
-                                                        "repeat": 3})
+    cell = Cell.make("numpy", "train", "tiny", options={"lr": 1, "steps": 7, "gate": "conformance", "repeat": 3})
     opts = workloads.options(cell)
     assert opts["lr"] == 1.0 and isinstance(opts["lr"], float) and opts["steps"] == 7
-    assert not {"threads", "gate", "repeat"} & set(opts)
+    assert not {"gate", "repeat"} & set(opts)
     # a list default is the cell's own copy
     a = workloads.options(Cell.make("numpy", "attention", "tiny"))
     a["passes"].append("x")
@@ -72,7 +72,7 @@ def test_given_options_are_typed_and_runner_options_left_to_the_runner():
     ("attention", {"seq_lens": []}, {"seq_lens": "a non-empty list"}),
     ("attention", {"head_dims": [16, 0]}, {"head_dims": "got [16, 0]"}),
     ("attention", {"passes": ["fwd"]}, {"passes": "expected a non-empty list of 'forward', 'backward', 'fwd_bwd'"}),
-    ("conformance", {"threads": 0, "gate": "nosuch"}, {"threads": "expected an integer >= 1 or null, got 0",
+    ("conformance", {"threads": 2, "gate": "nosuch"}, {"threads": "unknown option",
                                                        "gate": "expected one of 'attention', 'conformance', "}),
 ])
 def test_bad_options_are_named_with_what_is_allowed(workload, raw, problems):
@@ -151,7 +151,7 @@ def test_a_new_workload_module_is_taken_up_everywhere(prefill, tmp_path, capsys)
     assert workloads.options(cell) == {"batch_size": 2, "seq_len": 16, "repeats": 7}  # tiny's block_size
 
     # the cell child, as suite.cell runs it, and its memory estimate
-    out = execute({"cell": cell.to_dict(), "threads": 1})
+    out = execute({"cell": cell.to_dict(), "limits": Limits(threads=1).to_dict()}).to_dict()
     assert out["status"] == "ok", out.get("traceback")
     ms = out["metrics"]["forward_ms"]
     assert len(ms) == 7 and out["metrics"]["tokens_per_s"] == pytest.approx(2 * 16 / (np.median(ms) / 1e3))

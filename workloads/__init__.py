@@ -167,10 +167,9 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
-# the options the cell runner handles for every workload (suite/cell.py, suite/runner.py, the matrix)
+# the options the cell runner handles for every workload (suite/cell.py, the matrix); threads are not an
+# option but part of the cell's limits (suite/record.py)
 RUNNER_OPTIONS = (
-    Option("threads", int | None, None, "BLAS/OpenMP/torch threads of the child; null: run_cell's `threads` "
-           "(the host class's), else every core", min=1),
     Option("gate", str | None, None, "a workload run first on the same backend, with its own defaults; a gate "
            "that is not ok ends the cell with its status", choices=names),
     Option("repeat", int | None, None, "set by the matrix when repeats > 1: repeats are distinct cells with "
