@@ -1,8 +1,10 @@
 """Run B against run A: every metric of every cell both ran, as the ratio B/A.
 
 Cells are matched by identity without the code version (reports.load.cell_key), so the
-same matrix run on other code lines up. A metric is a median over samples (training
-steps, generated tokens, attention repeats) with its interquartile interval [q1, q3].
+same matrix run on other code lines up. The metrics are those each workload declares with
+compare=True (workloads.<name>.METRICS), the peak RSS of every cell, and attention's time per
+(T, D, pass) row. A metric is a median over samples (training steps, generated tokens,
+attention repeats) with its interquartile interval [q1, q3], or a value measured once.
 
 The noise rule: a ratio is **flagged** only when the two runs' interquartile intervals do
 not overlap, i.e. the middle halves of the two sets of samples are disjoint. The ratio's
@@ -17,20 +19,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+import workloads
 from reports.load import Run
 
 COLUMNS = ["what", "metric", "a", "a_low", "a_high", "b", "b_low", "b_high", "ratio", "ratio_low", "ratio_high",
            "flagged", "host_a", "host_b"]
 
-# (workload, metric, column of the median, of q1, of q3); None: measured once, no spread
-CELL_METRICS = (
-    ("train", "tokens_per_s", "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3"),
-    ("train", "step_ms", "step_ms_median", "step_ms_q1", "step_ms_q3"),
-    ("train", "final_val_loss", "final_val_loss", None, None),
-    ("generate", "token_ms", "token_ms_median", "token_ms_q1", "token_ms_q3"),
-    ("generate", "time_to_first_token_ms", "time_to_first_token_ms", None, None),
-    (None, "peak_rss_mb", "peak_rss_mb", None, None),
-)
+# every cell's, whatever its workload: the runner measures it (a cells-table column of reports/load.py)
+RECORD_METRICS = (workloads.Metric("peak_rss_mb", "MB", "the child's peak resident memory", compare=True),)
+
+
+def _shown_metrics(workload) -> tuple[workloads.Metric, ...]:
+    """What compare shows of a cell of `workload`, in this order."""
+    return tuple(m for m in workloads.metrics(workload) if m.compare) + RECORD_METRICS
 
 
 def _row(what, metric, a, b, host_a, host_b) -> dict:
@@ -54,16 +55,18 @@ def compare_runs(a: Run, b: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, status changes). metrics: one row per (cell both ran ok, metric) in COLUMNS;
     status changes: cells in one run only, or whose status differs."""
     ca, cb = a.cells.set_index("key"), b.cells.set_index("key")
+    shown = {w: _shown_metrics(w) for w in set(ca.workload)}
     rows = []
     for key in ca.index.intersection(cb.index):
         x, y = ca.loc[key], cb.loc[key]
         if x.status != "ok" or y.status != "ok":
             continue
-        for workload, metric, med, q1, q3 in CELL_METRICS:
-            if workload not in (None, x.workload) or med not in x or not np.isfinite(x[med]) or not np.isfinite(y[med]):
+        for metric in shown[x.workload]:
+            med, spread = metric.column, metric.spread
+            if med not in x or not np.isfinite(x[med]) or not np.isfinite(y[med]):
                 continue
-            get = (lambda c: (c[med], c[q1], c[q3])) if q1 else (lambda c: (c[med], np.nan, np.nan))
-            rows.append(_row(_what(x), metric, get(x), get(y), x.host, y.host))
+            get = (lambda c: (c[med], c[spread[0]], c[spread[1]])) if spread else (lambda c: (c[med], np.nan, np.nan))
+            rows.append(_row(_what(x), metric.name, get(x), get(y), x.host, y.host))
     rows += _attention_rows(a, b)
     metrics = pd.DataFrame(rows, columns=COLUMNS)
     changes = []

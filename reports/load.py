@@ -1,8 +1,9 @@
 """Frames from a run directory's records (docs/records.md): one job, turning nested
 records into the flat pandas tables that the figures, the compare view and the exports use.
 
-A record of any status yields a row in `cells`; metrics a record does not have (a crashed
-cell has none) are NaN, never an error. Non-finite numbers arrive as the strings "nan"/"inf"
+A record of any status yields a row in `cells`, with the scalar metrics its workload declares
+(workloads.<name>.METRICS) as columns; metrics a record does not have (a crashed cell has
+none) are NaN, never an error. Non-finite numbers arrive as the strings "nan"/"inf"
 (JSON has neither) and become floats here.
 """
 
@@ -15,21 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import workloads
 from reports.rundir import RUN, read_hosts, read_records
 
 # worst first: a grid square holding several cells takes the colour of its worst status
 STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
 NO_HOST = "(no host)"
 
-# metric keys copied into `cells` as columns (units in the names), by workload
-SCALARS = {
-    "train": ("tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "step_ms_median", "step_ms_iqr", "mfu",
-              "model_flops_per_s", "peak_flops_per_s", "final_loss", "final_val_loss", "entropy_floor",
-              "floor_gap", "time_to_target_s", "tokens_per_step"),
-    "generate": ("time_to_first_token_ms", "token_ms_median", "token_ms_iqr", "decode_tokens_per_s",
-                 "tokens_per_s"),
-    "attention": ("max_abs_err",),
-}
 RECORD_SCALARS = ("peak_rss_mb", "peak_rss_sampled_mb", "memory_estimate_mb", "budget_mb",
                   "gpu_peak_allocated_mb", "gpu_peak_reserved_mb", "gpu_memory_estimate_mb", "gpu_budget_mb",
                   "wall_s", "memory_ratio")
@@ -85,8 +78,21 @@ def _quartiles(samples) -> tuple[float, float, float]:
     return float(q1), float(med), float(q3)
 
 
+def _metric_columns(metric: workloads.Metric, m: dict) -> dict:
+    """The cells table's columns of one declared metric: its value and, for a median, its
+    quartiles (kept in the record, or computed here from the samples)."""
+    cols = {metric.column: num(m.get(metric.column))}
+    if metric.quartiles:
+        cols.update({k: num(m.get(k)) for k in metric.quartiles})
+    elif metric.samples:
+        q1, _, q3 = _quartiles(metric.samples(m))
+        cols.update(zip(metric.spread, (q1, q3)))
+    return cols
+
+
 def cells_frame(records: list[dict]) -> pd.DataFrame:
     """One row per record: identity, status, reason, memory and the workload's scalar metrics."""
+    declared = {w: workloads.metrics(w) for w in {r.get("workload") for r in records}}
     rows = []
     for r in records:
         m = r.get("metrics") or {}
@@ -98,25 +104,14 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
                "status": r.get("status") or "crash", "reason": r.get("reason"), "traceback": r.get("traceback"),
                "code_version": r.get("code_version")}
         row.update({k: num(r.get(k)) for k in RECORD_SCALARS})
-        for k in SCALARS.get(r.get("workload"), ()):
-            row[k] = num(m.get(k))
-        # spreads kept in the samples themselves: step and per-token times
-        if r.get("workload") == "train":
-            row["step_ms_q1"], _, row["step_ms_q3"] = _quartiles(_timed_steps(m))
-        if r.get("workload") == "generate":
-            row["token_ms_q1"], _, row["token_ms_q3"] = _quartiles(m.get("token_ms"))
+        for metric in declared[r.get("workload")]:
+            row.update(_metric_columns(metric, m))
         rows.append(row)
     # the columns every section reads exist even in a run with no record yet
     base = ["cell_id", "key", "host", "backend", "workload", "spec", "dtype", "device", "seed", "label", "status",
             "reason", "traceback", "code_version", *RECORD_SCALARS]
     df = pd.DataFrame(rows)
     return df.reindex(columns=list(df.columns) + [c for c in base if c not in df.columns])
-
-
-def _timed_steps(m: dict) -> list:
-    """Step times after warm-up, as train.py's quartiles use them."""
-    warm = (m.get("config") or {}).get("warmup_steps", 0)
-    return (m.get("step_ms") or [])[warm:]
 
 
 def loss_frame(records: list[dict]) -> pd.DataFrame:

@@ -247,6 +247,7 @@ def _option_value(text: str):
 
 
 def cmd_cell(args) -> int:
+    import workloads
     from suite.cell import Cell
     from suite.record import Limits
     from suite.runner import run_cell
@@ -257,6 +258,7 @@ def cmd_cell(args) -> int:
         if not sep:
             raise GptbenchError(f"--option {item!r} must be KEY=VALUE, e.g. --option steps=20.")
         options[key] = _option_value(value)
+    workloads.check_options(args.workload, options)  # as the matrix does: a bad option never reaches a child
     cell = Cell.make(args.backend, args.workload, _spec(args.spec), dtype=args.dtype, device=args.device,
                      host_class=args.host_class, seed=args.seed, options=options)
     limits = Limits(budget_mb=args.budget_mb, gpu_budget_mb=args.gpu_budget_mb, timeout_s=args.timeout,
@@ -274,6 +276,8 @@ def cmd_cell(args) -> int:
 
 
 def _print_cell_summary(r: dict) -> None:
+    import workloads
+
     m = r["metrics"]
     print(f"cell {r['cell_id']}  {r['backend']} {r['workload']} {r['spec']['name']} {r['dtype']} {r['device']}")
     print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
@@ -283,13 +287,18 @@ def _print_cell_summary(r: dict) -> None:
     print(f"peak RSS {r['peak_rss_mb']:.1f} MB (estimate {est:.1f} MB)" if est else
           f"peak RSS {r['peak_rss_mb']:.1f} MB", end="")
     print(f"  wall {r['wall_s']:.2f} s  threads {r['threads']}  imported {', '.join(r.get('heavy_modules') or [])}")
-    if "tokens_per_s" in m:
-        print(f"tokens/s {m['tokens_per_s']:,.0f}" + (f"  MFU {m['mfu']:.1%}" if "mfu" in m else ""))
-    if m.get("time_to_first_token_ms") is not None:
-        print(f"time to first token {m['time_to_first_token_ms']:.1f} ms  per token {m['token_ms_median']:.2f} ms")
-    for row in m.get("rows", []):
-        print(f"{row['provider']:6s} T={row['T']:<5d} D={row['D']:<4d} {row['pass']:8s} {row['ms_median']:9.3f} ms "
-              f"{row['tflops_per_s']:8.4f} TFLOP/s")
+    # the metrics the workload declares with a summary format, then its own lines (attention's rows)
+    parts = [d.summary.format(m[d.column]) for d in workloads.metrics(r["workload"])
+             if d.summary and _is_number(m.get(d.column))]
+    if parts:
+        print("  ".join(parts))
+    if m and r["workload"] in workloads.names():
+        for line in getattr(workloads.load(r["workload"]), "summary_lines", lambda _: [])(m):
+            print(line)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # --- gptbench calibrate ----------------------------------------------------------------------
@@ -355,6 +364,7 @@ def cmd_report(args) -> int:
 
 # --- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    import workloads  # its package module is light: the declaration types, the list of workloads
     from suite import __version__
 
     p = argparse.ArgumentParser(prog="gptbench", description="One GPT spec, many backends, many machines.")
@@ -420,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
     s.add_argument("--backend", default="numpy", help="a backend (attention: a provider, see workloads/attention.py: numpy, math, sdpa, sdpa-flash, ..., triton)")
-    s.add_argument("--workload", default="train", help="train, generate or attention")
+    s.add_argument("--workload", default="train", help=f"one of {', '.join(workloads.names())}")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
     s.add_argument("--host-class", default="any")

@@ -1,18 +1,19 @@
 """The matrix: which cells a run measures and which hosts may run them (docs/matrix.md).
 
 A YAML file, validated with pydantic; an error names the file, the field and what is
-allowed. Cells are the product backends x workloads x specs x dtypes x host classes x
-seeds x repeats, narrowed per workload (its own backends, e.g. attention providers) and
-per host class (the specs, backends and workloads it takes), minus `exclude` entries.
+allowed. A workload's options are checked against what the workload declares
+(workloads.check_options: names, types, ranges), so no cell of a bad matrix is dispatched.
+Cells are the product backends x workloads x specs x dtypes x host classes x seeds x
+repeats, narrowed per workload (its own backends, e.g. attention providers) and per host
+class (the specs, backends and workloads it takes), minus `exclude` entries.
 With no file, the embedded default (default_matrix) runs on one CPU machine.
 """
 
 from __future__ import annotations
 
 import itertools
-import pkgutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -23,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import workloads
 from gptspec.errors import GptbenchError
@@ -31,6 +33,7 @@ from suite.cell import Cell
 from suite.record import Limits
 
 DEFAULT_PATH = Path(__file__).with_name("default_matrix.yaml")
+EXCLUDE_KEYS = {"backend", "workload", "spec", "dtype", "host_class"}
 
 
 class _Strict(BaseModel):
@@ -65,7 +68,7 @@ class HostClass(_Strict):
 
 class WorkloadEntry(_Strict):
     backends: list[str] | None = None  # default: the matrix's backends (attention: providers)
-    options: dict = Field(default_factory=dict)
+    options: dict = Field(default_factory=dict)  # the workload's OPTIONS (checked by Matrix) and runner options
 
 
 class Matrix(_Strict):
@@ -75,7 +78,7 @@ class Matrix(_Strict):
     specs: list[str] = Field(min_length=1, description="preset names or inline JSON specs")
     dtypes: list[Literal["float32", "float64", "bfloat16", "float16"]] = ["float32"]
     host_classes: dict[str, HostClass] = Field(min_length=1)
-    seeds: list[int] = [0]
+    seeds: list[Annotated[int, Field(ge=0)]] = [0]  # NumPy's generators take no negative seed
     repeats: int = Field(default=1, ge=1)
     timeout_s: float = Field(default=600, gt=0)
     exclude: list[dict[str, str]] = Field(default_factory=list,
@@ -89,10 +92,35 @@ class Matrix(_Strict):
     @field_validator("workloads")
     @classmethod
     def _known_workloads(cls, v: dict) -> dict:
-        unknown = sorted(set(v) - set(known_workloads()))
+        unknown = sorted(set(v) - set(workloads.names()))
         if unknown:
-            raise ValueError(f"unknown workload(s) {unknown}; allowed: {known_workloads()}")
+            raise ValueError(f"unknown workload(s) {unknown}; allowed: {workloads.names()}")
         return v
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude_keys(cls, v: list[dict]) -> list[dict]:
+        for i, ex in enumerate(v):
+            if set(ex) - EXCLUDE_KEYS:
+                raise ValueError(f"entry {i} has unknown key(s) {sorted(set(ex) - EXCLUDE_KEYS)}; allowed keys: "
+                                 f"{', '.join(sorted(EXCLUDE_KEYS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _workload_options(self):
+        """Each workload's options against its declaration, an error per option at its own
+        field (workloads.train.options.stepz), as pydantic names the others."""
+        errors = []
+        for name, entry in self.workloads.items():
+            try:
+                workloads.check_options(name, entry.options)
+            except workloads.OptionError as e:
+                errors += [InitErrorDetails(type=PydanticCustomError("workload_option", "{problem}", {"problem": msg}),
+                                            loc=("workloads", name, "options", option),
+                                            input=entry.options.get(option)) for option, msg in e.problems]
+        if errors:  # pydantic keeps a ValidationError raised in a validator as it is, locations included
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     @field_validator("specs")
     @classmethod
@@ -110,10 +138,6 @@ class Matrix(_Strict):
             if unknown:
                 raise ValueError(f"host_classes.{name}.workloads {unknown}: allowed are the matrix's "
                                  f"workloads {sorted(self.workloads)}")
-        keys = {"backend", "workload", "spec", "dtype", "host_class"}
-        for i, ex in enumerate(self.exclude):
-            if set(ex) - keys:
-                raise ValueError(f"exclude[{i}] has {sorted(set(ex) - keys)}; allowed keys: {sorted(keys)}")
         return self
 
     # --- expansion ---------------------------------------------------------------------------
@@ -147,10 +171,6 @@ def _check_specs(specs: list[str]) -> list[str]:
         except GptbenchError as e:  # as a ValueError pydantic names the field
             raise ValueError(str(e)) from None
     return specs
-
-
-def known_workloads() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(workloads.__path__) if m.name != "gradcheck")
 
 
 def parse(text: str, source: str) -> Matrix:
@@ -200,10 +220,12 @@ def load(path) -> tuple[Matrix, str]:
 
 def default_matrix() -> Matrix:
     """The embedded default: every CPU backend and every workload this install has, on one
-    CPU machine with no GPU and no data file. Workloads not installed yet are left out."""
+    CPU machine with no GPU and no data file. Workloads not installed are left out; a
+    workload the file does not name runs with its declared defaults."""
     data = yaml.safe_load(DEFAULT_PATH.read_text())
-    present = set(known_workloads())
-    data["workloads"] = {k: v for k, v in data["workloads"].items() if k in present}
+    present = workloads.names()
+    named = {k: v for k, v in data["workloads"].items() if k in present}
+    data["workloads"] = {**named, **{k: {} for k in present if k not in named}}
     for hc in data["host_classes"].values():
         if hc.get("workloads"):
             hc["workloads"] = [w for w in hc["workloads"] if w in present]

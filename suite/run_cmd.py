@@ -13,6 +13,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import workloads
 from gptspec.errors import GptbenchError
 from reports.rundir import read_records
 from suite import env
@@ -102,6 +103,16 @@ def report(run_dir: Path) -> None:
     print(f"report: {path}")
 
 
+def _tokens_per_s(metrics: dict, declared) -> str:
+    """The first tokens/s metric the workload declares for summaries (train's median step,
+    generate's new tokens over the total time); empty for a workload without one."""
+    for d in declared:
+        value = metrics.get(d.column)
+        if d.unit == "tokens/s" and d.summary and isinstance(value, (int, float)):
+            return f"{value:,.0f}"
+    return ""
+
+
 def summary(run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -110,11 +121,11 @@ def summary(run_dir: Path) -> None:
     for col in ("backend", "workload", "spec", "host class", "node", "status", "tokens/s", "peak RSS MB",
                 "budget MB", "overhead s"):
         table.add_column(col)
-    for r in read_records(run_dir):
-        m = r.get("metrics") or {}
-        tps = m.get("tokens_per_s")
+    records = read_records(run_dir)
+    declared = {w: workloads.metrics(w) for w in {r["workload"] for r in records}}
+    for r in records:
         table.add_row(r["backend"], r["workload"], r["spec"].get("name", ""), r["host_class"], r.get("node_ip") or "-",
-                      r["status"], f"{tps:,.0f}" if isinstance(tps, (int, float)) else "",
+                      r["status"], _tokens_per_s(r.get("metrics") or {}, declared[r["workload"]]),
                       f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "",
                       f"{r['budget_mb']:.0f}" if r.get("budget_mb") else "",
                       f"{r['dispatch_s']:.2f}" if r.get("dispatch_s") is not None else "")

@@ -66,6 +66,14 @@ def test_bad_input_gets_one_paragraph_not_a_traceback(tmp_path):
                                 "--prompt", "ab"), "does not match spec 'lumgpt'", "wrong shape")
 
 
+def test_cell_options_are_checked_before_a_child_is_spawned():
+    assert_clean_error(gptbench("cell", "--option", "stepz=3"), "workload 'train' option 'stepz': unknown option; "
+                       "allowed: steps, batch_size")
+    assert_clean_error(gptbench("cell", "--workload", "attention", "--option", "seq_lens=[0]"),
+                       "option 'seq_lens': expected a non-empty list of integers >= 1, got [0]")
+    assert_clean_error(gptbench("cell", "--workload", "gradcheck"), "unknown workload 'gradcheck'; known: attention")
+
+
 def test_lumgpt_trains_with_numpy_under_150_mb_and_without_torch():
     # the child's own peak RSS as the kernel counts it (VmHWM). Not wait4's ru_maxrss: after
     # fork+exec that keeps the spawning process's high-water mark (here, pytest's).

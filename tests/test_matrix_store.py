@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import workloads
 from gptspec.errors import GptbenchError
 from reports.rundir import read_hosts, read_records, records_dataframe
 from suite import matrix as M
@@ -64,6 +65,13 @@ def test_repeats_are_distinct_cells(tmp_path):
     (("specs: [tiny, lumgpt]", "specs: [tiny, huge]"), "specs", "unknown spec preset 'huge'; known presets: tiny"),
     (("seeds: [0, 1]", "seeds: [0, 1]\ndtypes: [float8]"), "dtypes.0", "'float32', 'float64'"),
     (("exclude:\n  - {backend", "exclude:\n  - {colour: red, backend"), "exclude", "allowed keys"),
+    # options, against what the workload declares (workloads/<name>.py OPTIONS)
+    (("{steps: 3}", "{stepz: 3}"), "workloads.train.options.stepz", "unknown option; allowed: steps, batch_size"),
+    (("{steps: 3}", "{steps: many}"), "workloads.train.options.steps", "expected an integer >= 1, got 'many'"),
+    (("{steps: 3}", "{steps: 0}"), "workloads.train.options.steps", "expected an integer >= 1, got 0"),
+    (("seq_lens: [16]", "seq_lens: 16"), "workloads.attention.options.seq_lens", "a non-empty list of integers"),
+    (("{steps: 3}", "{steps: 3, gate: lint}"), "workloads.train.options.gate", "one of 'attention', 'conformance'"),
+    (("seeds: [0, 1]", "seeds: [0, -1]"), "seeds.1", "greater than or equal to 0"),
 ])
 def test_matrix_errors_name_file_field_and_what_is_allowed(tmp_path, change, field, allowed):
     path = _write(tmp_path, SMALL.replace(*change))
@@ -81,7 +89,7 @@ def test_matrix_file_that_is_not_a_mapping(tmp_path):
 def test_default_matrix_covers_every_workload_and_fits_the_lowram_budget():
     mx = M.default_matrix()
     cells = mx.cells()
-    assert {c.workload for c, _ in cells} == set(M.known_workloads())  # train, generate, attention (+ conformance)
+    assert {c.workload for c, _ in cells} == set(workloads.names())  # train, generate, attention, conformance
     assert {"numpy", "torch", "compile"} <= {c.backend for c, _ in cells}
     assert {"numpy", "math", "sdpa"} <= {c.backend for c, _ in cells if c.workload == "attention"}
     assert all(c.device == "cpu" for c, _ in cells)

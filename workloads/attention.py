@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from gptspec.spec import DTYPE_BYTES
-from workloads import Unavailable, workload_options
+from workloads import Metric, Option, Unavailable, options
 
 PROVIDERS = {
     "numpy": "workloads.attention:NumpyAttention",
@@ -218,12 +218,40 @@ class TritonAttention(_TorchAttention):
 
 
 # --- the workload ---------------------------------------------------------------------------
-def options(cell) -> dict:
-    spec = cell.spec
-    defaults = {"batch_size": 8, "n_head": spec["n_head"], "seq_lens": [spec["block_size"]],
-                "head_dims": [spec["n_embd"] // spec["n_head"]], "passes": list(PASSES), "repeats": 10,
-                "warmup": 2}
-    return {**defaults, **workload_options(cell, defaults)}
+def _block_size(spec: dict, before: dict) -> list[int]:
+    """[the spec's block_size]"""
+    return [spec["block_size"]]
+
+
+def _head_size(spec: dict, before: dict) -> list[int]:
+    """[the spec's head size, n_embd / n_head]"""
+    return [spec["n_embd"] // spec["n_head"]]
+
+
+def _n_head(spec: dict, before: dict) -> int:
+    """the spec's n_head"""
+    return spec["n_head"]
+
+
+OPTIONS = (
+    Option("batch_size", int, 8, "B", min=1),
+    Option("n_head", int, _n_head, "H", min=1),
+    Option("seq_lens", list[int], _block_size, "every T measured", min=1),
+    Option("head_dims", list[int], _head_size, "every D measured", min=1),
+    Option("passes", list[str], list(PASSES), "the passes timed", choices=PASSES),
+    Option("repeats", int, 10, "timed calls per (T, D, pass)", min=1),
+    Option("warmup", int, 2, "untimed calls before them", min=0),
+)
+# per (T, D, pass) numbers are rows (metrics["rows"], the attention figure), not scalars
+METRICS = (
+    Metric("max_abs_err", "1", "the largest forward error against the float64 reference, over every row"),
+)
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """`gptbench cell`'s lines: one per row."""
+    return [f"{row['provider']:6s} T={row['T']:<5d} D={row['D']:<4d} {row['pass']:8s} {row['ms_median']:9.3f} ms "
+            f"{row['tflops_per_s']:8.4f} TFLOP/s" for row in metrics.get("rows", [])]
 
 
 def memory_estimate(cell) -> dict:

@@ -18,14 +18,36 @@ import time
 import numpy as np
 
 from gptspec.data import load_corpus
-from workloads import workload_options
+from workloads import Metric, Option, options
 
-DEFAULTS = {"max_new_tokens": 64, "prompt_tokens": 8, "batch_size": 1, "temperature": 1.0, "top_k": None,
-            "warmup_tokens": 4, "weights": None, "corpus": "synthetic", "tokenizer": "char"}
-
-
-def options(cell) -> dict:
-    return {**DEFAULTS, **workload_options(cell, DEFAULTS)}
+OPTIONS = (
+    Option("max_new_tokens", int, 64, "tokens sampled after the prompt, each timed", min=1),
+    Option("prompt_tokens", int, 8, "prompt length, taken from the validation split", min=1),
+    Option("batch_size", int, 1, "sequences sampled together", min=1),
+    Option("temperature", float, 1.0, "sampling temperature; 0: greedy", min=0),
+    Option("top_k", int | None, None, "sample among the k likeliest tokens; null: all", min=1),
+    Option("warmup_tokens", int, 4, "an untimed generation of this many tokens first; 0: none", min=0),
+    Option("weights", str | None, None, "a gptbench safetensors file; null: canonical init from the seed"),
+    Option("corpus", str, "synthetic", "the prompt's and the vocabulary's source: 'synthetic', 'shakespeare' "
+           "or a text file"),
+    Option("tokenizer", str, "char", "character- or byte-level", choices=("char", "byte")),
+)
+# the scalars of run()'s metrics; the rest: token_ms (one per new token), prompt_text, sample_text
+METRICS = (
+    Metric("tokens_per_s", "tokens/s", "every new token over total_s", summary="tokens/s {:,.0f}"),
+    Metric("token_ms", "ms", "median per-token latency (sampling + one step through the KV cache); the report "
+           "takes its quartiles from token_ms", key="token_ms_median", samples=lambda m: m.get("token_ms"),
+           compare=True, summary="per token {:.2f} ms"),
+    Metric("time_to_first_token_ms", "ms", "prompt prefill", compare=True, summary="time to first token {:.1f} ms"),
+    Metric("token_ms_iqr", "ms", "interquartile range of the per-token times"),
+    Metric("token_ms_max", "ms", "the slowest token"),
+    Metric("decode_tokens_per_s", "tokens/s", "batch_size per median token time"),
+    Metric("total_s", "s", "the timed generation, prefill included"),
+    Metric("n_refills", "refills", "cache refills when the window was full (each counted as one token)"),
+    Metric("new_tokens", "tokens", "per sequence"),
+    Metric("prompt_tokens", "tokens", "per sequence"),
+    Metric("batch_size", "sequences", "sampled together"),
+)
 
 
 def memory_estimate(cell) -> dict:

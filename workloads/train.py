@@ -19,6 +19,7 @@ import numpy as np
 from gptspec.data import BatchSampler, Corpus, check_vocab, load_corpus
 from gptspec.optim import Schedule
 from gptspec.weights import init_params
+from workloads import Metric, Option, options
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,14 @@ PRESET_DEFAULTS = {
 }
 
 
+def preset_defaults(spec_name: str) -> tuple[int, float]:
+    """(batch_size, lr) of a preset; (8, 1e-3) for any other spec."""
+    return PRESET_DEFAULTS.get(spec_name, (8, 1e-3))
+
+
 def config_for(spec_name: str, **overrides) -> TrainConfig:
     """TrainConfig with the preset's batch size and lr unless overridden (None = default)."""
-    batch_size, lr = PRESET_DEFAULTS.get(spec_name, (8, 1e-3))
+    batch_size, lr = preset_defaults(spec_name)
     base = {"batch_size": batch_size, "lr": lr}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**base)
@@ -153,22 +159,80 @@ def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
 
 
 # --- the cell entry -------------------------------------------------------------------------
-# Cell options: TrainConfig fields (seed comes from the cell) and the corpus to train on.
-OPTIONS = tuple(f for f in TrainConfig.__dataclass_fields__ if f != "seed") + ("corpus", "tokenizer")
 # Default target on the synthetic corpus: this far (nats) above its exact entropy floor.
 SYNTHETIC_TARGET_GAP = 0.1
 
 
-def cell_config(cell) -> tuple[TrainConfig, dict]:
-    """(TrainConfig, corpus options) of a train cell; evaluation every tenth of the run."""
-    from workloads import workload_options
+def _preset_batch_size(spec: dict, before: dict) -> int:
+    """the preset's (PRESET_DEFAULTS), else 8"""
+    return preset_defaults(spec["name"])[0]
 
-    opts = workload_options(cell, OPTIONS)
-    corpus_opts = {"corpus": opts.pop("corpus", "synthetic"), "tokenizer": opts.pop("tokenizer", "char")}
-    cfg = config_for(cell.spec["name"], seed=cell.seed, **opts)
-    if "eval_interval" not in opts:
-        cfg = replace(cfg, eval_interval=max(1, cfg.steps // 10))
-    return cfg, corpus_opts
+
+def _preset_lr(spec: dict, before: dict) -> float:
+    """the preset's (PRESET_DEFAULTS), else 1e-3"""
+    return preset_defaults(spec["name"])[1]
+
+
+def _tenth_of_steps(spec: dict, before: dict) -> int:
+    """a tenth of the steps, at least 1"""
+    return max(1, before["steps"] // 10)
+
+
+# TrainConfig's fields (seed comes from the cell) and the corpus to train on
+OPTIONS = (
+    Option("steps", int, TrainConfig.steps, "AdamW steps", min=1),
+    Option("batch_size", int, _preset_batch_size, "sequences per step", min=1),
+    Option("lr", float, _preset_lr, "peak learning rate (linear warm-up, cosine decay to a tenth)", min=0),
+    Option("lr_warmup_steps", int, TrainConfig.lr_warmup_steps, "steps of linear learning-rate warm-up", min=0),
+    Option("eval_interval", int, _tenth_of_steps, "steps between validation losses; 0: only at the end", min=0),
+    Option("eval_batches", int, TrainConfig.eval_batches, "validation batches per evaluation", min=1),
+    Option("warmup_steps", int, TrainConfig.warmup_steps, "first steps left out of the timing", min=0),
+    Option("seq_len", int | None, None, "tokens per sequence; null: the spec's block_size", min=1),
+    Option("target_val_loss", float | None, None, "time_to_target_s is measured against it; null: on the "
+           f"synthetic corpus its entropy floor + {SYNTHETIC_TARGET_GAP} nats, else none", min=0),
+    Option("corpus", str, "synthetic", "'synthetic', 'shakespeare' or a text file"),
+    Option("tokenizer", str, "char", "character- or byte-level", choices=("char", "byte")),
+)
+
+
+def timed_steps(metrics: dict) -> list:
+    """Step times after warm-up: the samples of the step-time and tokens/s medians."""
+    return (metrics.get("step_ms") or [])[(metrics.get("config") or {}).get("warmup_steps", 0):]
+
+
+# the scalars of run()'s metrics; the rest are lists and objects: losses, step_ms (every
+# step), val_losses ([step, loss] pairs), config, corpus
+METRICS = (
+    Metric("tokens_per_s", "tokens/s", "tokens per median timed step; quartiles from the step-time quartiles",
+           quartiles=("tokens_per_s_q1", "tokens_per_s_q3"), compare=True, summary="tokens/s {:,.0f}"),
+    Metric("step_ms", "ms", "median timed step; the report takes its quartiles from step_ms after warm-up",
+           key="step_ms_median", samples=timed_steps, compare=True),
+    Metric("step_ms_iqr", "ms", "interquartile range of the timed steps"),
+    Metric("mfu", "1", "model_flops_per_s / peak_flops_per_s", summary="MFU {:.1%}"),
+    Metric("model_flops_per_s", "FLOP/s", "tokens_per_s x flops_per_token"),
+    Metric("peak_flops_per_s", "FLOP/s", "the host's calibrated GEMM peak for the cell's dtype (the runner adds it)"),
+    Metric("final_loss", "nats", "training loss of the last step"),
+    Metric("final_val_loss", "nats", "validation loss at the end", compare=True),
+    Metric("entropy_floor", "nats", "synthetic corpus: the true source's expected loss on seq_len-token blocks"),
+    Metric("oracle_val_loss", "nats", "synthetic corpus: the true source's loss on the validation batches"),
+    Metric("floor_gap", "nats", "final_val_loss - entropy_floor"),
+    Metric("target_val_loss", "nats", "the option, or its synthetic-corpus default"),
+    Metric("steps_to_target", "steps", "the first evaluation at or below target_val_loss"),
+    Metric("time_to_target_s", "s", "step times up to that evaluation (evaluation time excluded)"),
+    Metric("train_s", "s", "every step's time"),
+    Metric("tokens_per_step", "tokens", "batch_size x seq_len"),
+    Metric("seq_len", "tokens", "tokens per sequence"),
+    Metric("flops_per_token", "FLOP", "model FLOPs of one training token (GPTSpec.flops_per_token)"),
+    Metric("compile_s", "s", "torch.compile only: compilation, held in the first step's time"),
+)
+
+
+def cell_config(cell) -> tuple[TrainConfig, dict]:
+    """(TrainConfig, corpus options) of a train cell."""
+    opts = options(cell)
+    fields = [f for f in TrainConfig.__dataclass_fields__ if f != "seed"]
+    cfg = TrainConfig(seed=cell.seed, **{f: opts[f] for f in fields})
+    return cfg, {"corpus": opts["corpus"], "tokenizer": opts["tokenizer"]}
 
 
 def memory_estimate(cell) -> dict:

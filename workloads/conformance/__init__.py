@@ -13,7 +13,7 @@ first use, so the pytest plugin, which pytest imports at every start, stays ligh
 
 from __future__ import annotations
 
-from workloads import workload_options
+from workloads import Option, options
 
 DEFAULT_STEPS = 50
 DEFAULT_BATCH = 8
@@ -30,12 +30,17 @@ def __getattr__(name):
 
 
 # --- the cell entry (workloads/__init__.py) ----------------------------------------------
-OPTIONS = ("steps", "batch_size")
+OPTIONS = (
+    Option("steps", int, DEFAULT_STEPS, "AdamW steps of the trajectory level", min=1),
+    Option("batch_size", int, DEFAULT_BATCH, "sequences of the step-0 and trajectory batches", min=1),
+)
+# the report card (ok, first_failure, rows) is its result: shown as a card, not as scalars
+METRICS = ()
 
 
 def memory_estimate(cell) -> dict:
     """The backend under test and the float64 reference, both training the ladder's batch."""
-    batch = workload_options(cell, OPTIONS).get("batch_size", DEFAULT_BATCH)
+    batch = options(cell)["batch_size"]
     spec = cell.spec_obj()
     est = {"backend": spec.memory_estimate(batch, cell.dtype, "train")["total"],
            "reference": spec.memory_estimate(batch, "float64", "train")["total"]}
@@ -48,9 +53,8 @@ def run(backend, cell) -> dict:
     from workloads.conformance.ladder import run_ladder
     from workloads.conformance.report_card import describe
 
-    opts = workload_options(cell, OPTIONS)
-    report = run_ladder(backend, cell.backend, cell.seed, opts.get("steps", DEFAULT_STEPS),
-                        opts.get("batch_size", DEFAULT_BATCH))
+    opts = options(cell)
+    report = run_ladder(backend, cell.backend, cell.seed, opts["steps"], opts["batch_size"])
     metrics = {"status": "ok" if report.ok else "nonconformant", **report.to_dict()}
     if not report.ok:
         metrics["reason"] = describe(report.first_failure)
