@@ -21,12 +21,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import backends
 import workloads
 from gptspec.spec import GPTSpec, preset
 
 STATUSES = ("ok", "nonconformant", "oom", "timeout", "crash", "unavailable", "diverged", "no_host")
-# modules whose presence in the child says what it paid for (the NumPy cell must show no torch)
-HEAVY_MODULES = ("numpy", "torch", "triton", "pandas", "scipy", "jax", "tensorflow", "ray")
+# besides every framework's in the backend registry: modules no cell should need to import
+OTHER_HEAVY_MODULES = ("pandas", "scipy", "tensorflow", "ray")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ def peak_rss_mb_self() -> float:
         return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: the best there is
     return kb / 2**20 if sys.platform == "darwin" else kb / 1024  # macOS: bytes
+
+
+def heavy_modules_imported() -> list[str]:
+    """The heavy modules this process has imported: they say what the cell paid for (the
+    NumPy cell must show no torch)."""
+    return sorted(m for m in (*backends.heavy_modules(), *OTHER_HEAVY_MODULES) if m in sys.modules)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -181,7 +188,7 @@ def execute(payload: dict) -> dict:
                    traceback=traceback.format_exc())
     finally:
         out.update(_gpu_peaks(cell))
-        out["heavy_modules"] = sorted(m for m in HEAVY_MODULES if m in sys.modules)
+        out["heavy_modules"] = heavy_modules_imported()
         out["child_rss_peak_mb"] = peak_rss_mb_self()
     return out
 

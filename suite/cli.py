@@ -45,17 +45,18 @@ def cmd_backends(args) -> int:
             reason = cls.unavailable(args.device, args.dtype)
         except Exception as e:  # a plugin that fails to import is reported, not fatal
             reason = f"failed to load: {type(e).__name__}: {e}"
-        rows.append({"name": name, "available": reason is None, "reason": reason or ""})
+        extra = backends.REGISTRY[name].extra if name in backends.REGISTRY else None
+        rows.append({"name": name, "available": reason is None, "reason": reason or "", "extra": extra})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.table import Table
 
     table = Table(title=f"backends on {args.device} / {args.dtype}")
-    for col in ("name", "available here", "reason"):
+    for col in ("name", "available here", "reason", "pip extra"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"])
+        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"], r["extra"] or "")
     _console().print(table)
     return 0
 
@@ -406,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
-    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider, see workloads/attention.py: numpy, math, sdpa, sdpa-flash, ..., triton)")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: an attention op of backends/__init__.py's registry: numpy, math, sdpa, sdpa-flash, ..., triton)")
     s.add_argument("--workload", default="train", help="train, generate or attention")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
