@@ -329,6 +329,27 @@ def cmd_sim(args) -> int:
     return 0
 
 
+# --- gptbench host ---------------------------------------------------------------------------
+def cmd_host(args) -> int:
+    """What cluster.yaml's setup and start commands read: shell words, quoted for `eval`."""
+    import shlex
+
+    from suite import inventory
+
+    if args.name is None:
+        print("\n".join(inventory.names()))
+        return 0
+    host = inventory.load(args.name)
+    if args.pip:
+        print(shlex.join(host.pip_args()))
+    elif args.ray_start:
+        print(shlex.join(host.ray_start_args()))
+    else:
+        print(f"{host.path}\nmatrix class: {json.dumps(host.host_class())}\n"
+              f"pip install {shlex.join(host.pip_args())}\nray start {shlex.join(host.ray_start_args())}")
+    return 0
+
+
 # --- gptbench report -------------------------------------------------------------------------
 def cmd_report(args) -> int:
     import reports
@@ -443,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
     s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
     s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("host", help="a host of the inventory (cluster/hosts/NAME/host.yaml): its class, install, "
+                                    "ray start flags")
+    s.add_argument("name", nargs="?", default=None, help="a host name (default: list the inventory's hosts)")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--pip", action="store_true", help="print pip's install arguments for this host")
+    what.add_argument("--ray-start", action="store_true", help="print this host's `ray start` flags")
+    s.set_defaults(func=cmd_host)
 
     s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
