@@ -20,14 +20,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import backends
 import workloads
 from gptspec.files import write_json_atomic
 from gptspec.spec import GPTSpec, preset
 from suite.record import Limits, Record
 
 STATUSES = ("ok", "nonconformant", "oom", "timeout", "crash", "unavailable", "diverged", "no_host")
-# modules whose presence in the child says what it paid for (the NumPy cell must show no torch)
-HEAVY_MODULES = ("numpy", "torch", "triton", "pandas", "scipy", "jax", "tensorflow", "ray")
+# besides every framework's in the backend registry: modules no cell should need to import
+OTHER_HEAVY_MODULES = ("pandas", "scipy", "tensorflow", "ray")
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ def peak_rss_mb_self() -> float:
         return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: the best there is
     return kb / 2**20 if sys.platform == "darwin" else kb / 1024  # macOS: bytes
+
+
+def heavy_modules_imported() -> list[str]:
+    """The heavy modules this process has imported: they say what the cell paid for (the
+    NumPy cell must show no torch)."""
+    return sorted(m for m in (*backends.heavy_modules(), *OTHER_HEAVY_MODULES) if m in sys.modules)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -183,7 +190,7 @@ def measure(cell: Cell, limits: Limits, peak_flops_per_s: float | None = None, *
                    traceback=traceback.format_exc())
     finally:
         out.update(**_gpu_peaks(cell))
-        out.heavy_modules = sorted(m for m in HEAVY_MODULES if m in sys.modules)
+        out.heavy_modules = heavy_modules_imported()
         out.peak_rss_mb = peak_rss_mb_self()  # the runner takes the larger of this and its last poll
     return out, target
 

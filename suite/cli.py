@@ -43,17 +43,18 @@ def cmd_backends(args) -> int:
             reason = cls.unavailable(args.device, args.dtype)
         except Exception as e:  # a plugin that fails to import is reported, not fatal
             reason = f"failed to load: {type(e).__name__}: {e}"
-        rows.append({"name": name, "available": reason is None, "reason": reason or ""})
+        extra = backends.REGISTRY[name].extra if name in backends.REGISTRY else None
+        rows.append({"name": name, "available": reason is None, "reason": reason or "", "extra": extra})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.table import Table
 
     table = Table(title=f"backends on {args.device} / {args.dtype}")
-    for col in ("name", "available here", "reason"):
+    for col in ("name", "available here", "reason", "pip extra"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"])
+        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"], r["extra"] or "")
     _console().print(table)
     return 0
 
@@ -365,6 +366,27 @@ def cmd_sim(args) -> int:
     return 0
 
 
+# --- gptbench host ---------------------------------------------------------------------------
+def cmd_host(args) -> int:
+    """What cluster.yaml's setup and start commands read: shell words, quoted for `eval`."""
+    import shlex
+
+    from suite import inventory
+
+    if args.name is None:
+        print("\n".join(inventory.names()))
+        return 0
+    host = inventory.load(args.name)
+    if args.pip:
+        print(shlex.join(host.pip_args()))
+    elif args.ray_start:
+        print(shlex.join(host.ray_start_args()))
+    else:
+        print(f"{host.path}\nmatrix class: {json.dumps(host.host_class())}\n"
+              f"pip install {shlex.join(host.pip_args())}\nray start {shlex.join(host.ray_start_args())}")
+    return 0
+
+
 # --- gptbench report -------------------------------------------------------------------------
 def cmd_report(args) -> int:
     import reports
@@ -444,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
-    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider, see workloads/attention.py: numpy, math, sdpa, sdpa-flash, ..., triton)")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: an attention op of backends/__init__.py's registry: numpy, math, sdpa, sdpa-flash, ..., triton)")
     s.add_argument("--workload", default="train", help=f"one of {', '.join(workloads.names())}")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
@@ -480,6 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
     s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
     s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("host", help="a host of the inventory (cluster/hosts/NAME/host.yaml): its class, install, "
+                                    "ray start flags")
+    s.add_argument("name", nargs="?", default=None, help="a host name (default: list the inventory's hosts)")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--pip", action="store_true", help="print pip's install arguments for this host")
+    what.add_argument("--ray-start", action="store_true", help="print this host's `ray start` flags")
+    s.set_defaults(func=cmd_host)
 
     s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
