@@ -144,6 +144,15 @@ def ensure(device: str = "cpu", recalibrate: bool = False) -> dict:
     return cal
 
 
+def host_peak(device: str, dtype: str) -> tuple[float | None, str | None]:
+    """(the host's calibrated peak for device and dtype, None) -- measuring it first if the
+    cache lacks it -- or (None, why not): no calibration means no MFU, not no cell."""
+    try:
+        return peak_flops(ensure(device), device, dtype), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"{type(e).__name__}: {e}"
+
+
 def peak_flops(cal: dict, device: str, dtype: str) -> float | None:
     """The best measured GEMM FLOP/s on this device type and dtype (float32 on a GPU uses
     the TF32 rate when it was measured and the backend enables it: pass dtype 'tf32')."""

@@ -20,6 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import backends
 import workloads
 from backends.contract import describe
 from gptspec.files import write_json_atomic
@@ -28,8 +29,8 @@ from suite.env import cpus_seen
 from suite.record import Limits, Record
 
 STATUSES = ("ok", "nonconformant", "oom", "timeout", "crash", "unavailable", "diverged", "no_host")
-# modules whose presence in the child says what it paid for (the NumPy cell must show no torch)
-HEAVY_MODULES = ("numpy", "torch", "triton", "pandas", "scipy", "jax", "tensorflow", "ray")
+# besides every framework's in the backend registry: modules no cell should need to import
+OTHER_HEAVY_MODULES = ("pandas", "scipy", "tensorflow", "ray")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ def peak_rss_mb_self() -> float:
     return kb / 2**20 if sys.platform == "darwin" else kb / 1024  # macOS: bytes
 
 
+def heavy_modules_imported() -> list[str]:
+    """The heavy modules this process has imported: they say what the cell paid for (the
+    NumPy cell must show no torch)."""
+    return sorted(m for m in (*backends.heavy_modules(), *OTHER_HEAVY_MODULES) if m in sys.modules)
+
+
 def _is_oom(exc: BaseException) -> bool:
     # torch.OutOfMemoryError (CUDA) is matched by name so a NumPy cell never imports torch
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
@@ -130,10 +137,9 @@ def _gpu_peaks(cell: Cell) -> dict:
             "gpu_peak_reserved_mb": torch.cuda.max_memory_reserved(cell.device) / 2**20}
 
 
-def _add_mfu(metrics: dict, payload: dict, cell: Cell) -> None:
+def _add_mfu(metrics: dict, peak: float | None) -> None:
     """MFU = model FLOP/s / the host's calibrated peak GEMM FLOP/s for the cell's dtype;
     for op benchmarks (metrics["rows"]) per row."""
-    peak = payload.get("peak_flops_per_s")
     if not peak:
         return
     metrics["peak_flops_per_s"] = peak
@@ -144,11 +150,13 @@ def _add_mfu(metrics: dict, payload: dict, cell: Cell) -> None:
             row["mfu"] = row["flops_per_s"] / peak
 
 
-def execute(payload: dict) -> Record:
-    """Run the payload's cell here; return the child's record (its CHILD_FIELDS filled in)."""
-    cell = Cell.from_dict(payload["cell"])
-    limits = Limits.from_dict(payload["limits"])
+def measure(cell: Cell, limits: Limits, peak_flops_per_s: float | None = None, **hooks) -> tuple[Record, object]:
+    """Measure `cell` in this process: the child's job (suite/runner.py spawns it for this),
+    and `gptbench train`'s. Returns the record with the child's fields filled in, and what
+    was measured (the backend; None when it was never made). hooks go to the workload's run
+    (train: on_step, for progress)."""
     out = Record.child(cell, limits)
+    target = None
     t0 = time.perf_counter()
     try:
         module = workloads.load(cell.workload)
@@ -159,7 +167,7 @@ def execute(payload: dict) -> Record:
         target = make()
         out.implementation = describe(target)
         out.threads_seen = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "cpus": cpus_seen()}
-        if "torch" in sys.modules:  # the env vars fix BLAS/OpenMP; torch's intra-op pool too
+        if "torch" in sys.modules and limits.threads:  # the env vars fix BLAS/OpenMP; torch's intra-op pool too
             sys.modules["torch"].set_num_threads(limits.threads)
             out.threads_seen["torch"] = sys.modules["torch"].get_num_threads()
         out.rss_after_setup_mb = peak_rss_mb_self()
@@ -170,13 +178,13 @@ def execute(payload: dict) -> Record:
             out.gate = gate_metrics
             if gate_metrics.get("status", "ok") != "ok":
                 out.update(status=gate_metrics["status"], reason=f"gate {gate!r}: {gate_metrics.get('reason', '')}")
-                return out
+                return out, target
         t1 = time.perf_counter()
-        metrics = module.run(target, cell)
+        metrics = module.run(target, cell, **hooks)
         out.workload_s = time.perf_counter() - t1
         out.status = metrics.pop("status", "ok")
         out.reason = metrics.pop("reason", None)
-        _add_mfu(metrics, payload, cell)
+        _add_mfu(metrics, peak_flops_per_s)
         out.metrics = metrics
     except workloads.Unavailable as e:
         out.update(status="unavailable", reason=str(e))
@@ -185,9 +193,15 @@ def execute(payload: dict) -> Record:
                    traceback=traceback.format_exc())
     finally:
         out.update(**_gpu_peaks(cell))
-        out.heavy_modules = sorted(m for m in HEAVY_MODULES if m in sys.modules)
+        out.heavy_modules = heavy_modules_imported()
         out.peak_rss_mb = peak_rss_mb_self()  # the runner takes the larger of this and its last poll
-    return out
+    return out, target
+
+
+def execute(payload: dict) -> Record:
+    """The child's part of the record of the payload's cell (`python -m suite.cell`)."""
+    return measure(Cell.from_dict(payload["cell"]), Limits.from_dict(payload["limits"]),
+                   payload.get("peak_flops_per_s"))[0]
 
 
 def main(argv=None) -> int:

@@ -45,17 +45,18 @@ def cmd_backends(args) -> int:
             reason = cls.unavailable(args.device, args.dtype)
         except Exception as e:  # a plugin that fails to import is reported, not fatal
             reason = f"failed to load: {type(e).__name__}: {e}"
-        rows.append({"name": name, "available": reason is None, "reason": reason or ""})
+        extra = backends.REGISTRY[name].extra if name in backends.REGISTRY else None
+        rows.append({"name": name, "available": reason is None, "reason": reason or "", "extra": extra})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.table import Table
 
     table = Table(title=f"backends on {args.device} / {args.dtype}")
-    for col in ("name", "available here", "reason"):
+    for col in ("name", "available here", "reason", "pip extra"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"])
+        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"], r["extra"] or "")
     _console().print(table)
     return 0
 
@@ -114,26 +115,41 @@ def _check_finite_differences(args, spec) -> int:
 
 
 # --- gptbench train -----------------------------------------------------------------------
-def _build_backend(args, spec):
+def _backend_class(args):
+    """The --backend class, or bad input: unknown, or unable to run on --device/--dtype here."""
     import backends
 
     cls = backends.load(args.backend)
     reason = _unavailable(cls, args.backend, args.device, args.dtype)
     if reason:
         raise GptbenchError(f"backend {args.backend!r} is unavailable here: {reason}.")
-    return cls(spec, device=args.device, dtype=args.dtype)
+    return cls
+
+
+def _build_backend(args, spec):
+    return _backend_class(args)(spec, device=args.device, dtype=args.dtype)
 
 
 def cmd_train(args) -> int:
-    from gptspec.data import load_corpus
-    from workloads.train import config_for, train
+    """A train cell run here, with progress: the same record as `gptbench cell --workload
+    train` (suite/record.py), printed and saved with the weights."""
+    from gptspec.data import load_corpus, tokenizer_from_dict
+    from gptspec.files import write_json_atomic
+    from gptspec.weights import save_safetensors
+    from suite.cell import Cell
+    from suite.record import Limits
+    from suite.runner import run_here
 
     spec = _spec(args.spec)
-    corpus = load_corpus(args.corpus, tokenizer=args.tokenizer)
-    model = _build_backend(args, spec)
-    cfg = config_for(spec.name, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     eval_interval=args.eval_interval, eval_batches=args.eval_batches,
-                     lr_warmup_steps=min(args.lr_warmup, args.steps))
+    load_corpus(args.corpus, tokenizer=args.tokenizer)  # a missing corpus is bad input: say so before anything
+    _backend_class(args)  # likewise an unknown or unavailable backend
+    out = _writable_dir(args.out) if args.out else None  # before training, not after
+    options = {"steps": args.steps, "lr_warmup_steps": min(args.lr_warmup, args.steps),
+               "eval_interval": args.eval_interval, "eval_batches": args.eval_batches, "corpus": args.corpus,
+               "tokenizer": args.tokenizer}
+    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
+    cell = Cell.make(args.backend, "train", spec, dtype=args.dtype, device=args.device, seed=args.seed,
+                     options=options)
     every = max(1, args.steps // 10)
     elapsed_ms = []
 
@@ -144,20 +160,13 @@ def cmd_train(args) -> int:
             print(f"step {step:5d}/{args.steps}  loss {loss:.4f}  {ms:8.1f} ms  ETA {eta_s:6.0f} s",
                   file=sys.stderr, flush=True)
 
-    metrics = train(model, corpus, cfg, on_step=on_step)
-    record = {"workload": "train", "backend": args.backend, "device": args.device, "dtype": args.dtype,
-              "spec": spec.to_dict(), "corpus": corpus.describe(),
-              "threads": os.environ.get("OMP_NUM_THREADS"), **metrics}
-    if args.out:
-        from pathlib import Path
-
-        from gptspec.weights import save_safetensors
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_safetensors(out / "weights.safetensors", model.state(), spec,
-                         {"tokenizer": corpus.tokenizer.to_dict()})
-        (out / "record.json").write_text(json.dumps(record, indent=2))
+    record, model = run_here(cell, Limits(timeout_s=None, threads=args.threads), on_step=on_step)
+    record = record.to_dict()
+    if out is not None and model is not None and record["status"] in ("ok", "diverged"):
+        tokenizer = tokenizer_from_dict(record["metrics"]["corpus"]["tokenizer"])
+        save_safetensors(out / "weights.safetensors", model.state(), spec, {"tokenizer": tokenizer.to_dict()})
+    if out is not None:
+        write_json_atomic(out / "record.json", record, indent=1)
     if args.json:
         print(json.dumps(record))
     else:
@@ -165,18 +174,38 @@ def cmd_train(args) -> int:
     return 0 if record["status"] == "ok" else 1
 
 
+def _writable_dir(path):
+    """The folder for train's outputs, made now and proven writable, so a bad --out fails
+    before the training it would otherwise lose."""
+    from pathlib import Path
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".gptbench-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise GptbenchError(f"--out {folder}: cannot write there ({e.strerror or e}); give a folder you can "
+                            "write to.") from None
+    return folder
+
+
 def _print_train_summary(r: dict, out) -> None:
+    m = r["metrics"]
     print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
-    if r.get("final_val_loss") is not None:
-        print(f"val loss {r['final_val_loss']:.4f}", end="")
-        if "entropy_floor" in r:
-            print(f"  (entropy floor {r['entropy_floor']:.4f}, gap {r['floor_gap']:+.4f}; "
-                  f"true source on the same tokens {r['oracle_val_loss']:.4f})", end="")
+    if r.get("traceback"):
+        print(r["traceback"].rstrip())
+    if m.get("final_val_loss") is not None:
+        print(f"val loss {m['final_val_loss']:.4f}", end="")
+        if "entropy_floor" in m:
+            print(f"  (entropy floor {m['entropy_floor']:.4f}, gap {m['floor_gap']:+.4f}; "
+                  f"true source on the same tokens {m['oracle_val_loss']:.4f})", end="")
         print()
-    if "tokens_per_s" in r:
-        print(f"tokens/s {r['tokens_per_s']:,.0f} (median; quartiles {r['tokens_per_s_q1']:,.0f}-"
-              f"{r['tokens_per_s_q3']:,.0f})  step {r['step_ms_median']:.1f} ms  "
-              f"model {r['model_flops_per_s'] / 1e9:.2f} GFLOP/s")
+    if "tokens_per_s" in m:
+        print(f"tokens/s {m['tokens_per_s']:,.0f} (median; quartiles {m['tokens_per_s_q1']:,.0f}-"
+              f"{m['tokens_per_s_q3']:,.0f})  step {m['step_ms_median']:.1f} ms  "
+              f"model {m['model_flops_per_s'] / 1e9:.2f} GFLOP/s")
     if out:
         print(f"saved {out}/weights.safetensors and {out}/record.json")
 
@@ -350,6 +379,27 @@ def cmd_sim(args) -> int:
     return 0
 
 
+# --- gptbench host ---------------------------------------------------------------------------
+def cmd_host(args) -> int:
+    """What cluster.yaml's setup and start commands read: shell words, quoted for `eval`."""
+    import shlex
+
+    from suite import inventory
+
+    if args.name is None:
+        print("\n".join(inventory.names()))
+        return 0
+    host = inventory.load(args.name)
+    if args.pip:
+        print(shlex.join(host.pip_args()))
+    elif args.ray_start:
+        print(shlex.join(host.ray_start_args()))
+    else:
+        print(f"{host.path}\nmatrix class: {json.dumps(host.host_class())}\n"
+              f"pip install {shlex.join(host.pip_args())}\nray start {shlex.join(host.ray_start_args())}")
+    return 0
+
+
 # --- gptbench report -------------------------------------------------------------------------
 def cmd_report(args) -> int:
     import reports
@@ -429,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
-    s.add_argument("--backend", default="numpy", help="a backend (attention: a provider, see workloads/attention.py: numpy, math, sdpa, sdpa-flash, ..., triton)")
+    s.add_argument("--backend", default="numpy", help="a backend (attention: an attention op of backends/__init__.py's registry: numpy, math, sdpa, sdpa-flash, ..., triton)")
     s.add_argument("--workload", default="train", help=f"one of {', '.join(workloads.names())}")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
@@ -465,6 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
     s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
     s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("host", help="a host of the inventory (cluster/hosts/NAME/host.yaml): its class, install, "
+                                    "ray start flags")
+    s.add_argument("name", nargs="?", default=None, help="a host name (default: list the inventory's hosts)")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--pip", action="store_true", help="print pip's install arguments for this host")
+    what.add_argument("--ray-start", action="store_true", help="print this host's `ray start` flags")
+    s.set_defaults(func=cmd_host)
 
     s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")

@@ -29,9 +29,10 @@ import ray
 
 from suite import memory
 from suite.cell import Cell
+from suite.inventory import SLOT
 from suite.matrix import HostClass, Matrix
 from suite.record import Record
-from suite.task import SLOT, cell_task
+from suite.task import cell_task
 
 LOST_NODE_RETRIES = 1
 # a task gets its cell's timeout plus this for worker start, imports and first-use

@@ -6,6 +6,8 @@ allowed. A workload's options are checked against what the workload declares
 Cells are the product backends x workloads x specs x dtypes x host classes x seeds x
 repeats, narrowed per workload (its own backends, e.g. attention providers) and per host
 class (the specs, backends and workloads it takes), minus `exclude` entries.
+A host class named after an inventory host (suite/inventory.py) is that host, narrowed;
+any other name is an ad-hoc class, written out in full.
 With no file, the embedded default (default_matrix) runs on one CPU machine.
 """
 
@@ -29,6 +31,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 import workloads
 from gptspec.errors import GptbenchError
 from gptspec.spec import resolve_spec
+from suite import inventory
 from suite.cell import Cell
 from suite.record import Limits
 
@@ -41,7 +44,8 @@ class _Strict(BaseModel):
 
 
 class HostClass(_Strict):
-    """Which Ray nodes may run a cell, and what the cell may use there."""
+    """Which Ray nodes may run a cell, and what the cell may use there. An inventory host's
+    class arrives here already resolved (parse), so a run directory's copy validates alone."""
     labels: dict[str, str] = Field(default_factory=dict, description="Ray node labels a host must carry")
     resources: dict[str, float] = Field(default_factory=dict,
                                         description="custom resources a host must have, e.g. vram_gb: 12")
@@ -182,14 +186,32 @@ def parse(text: str, source: str) -> Matrix:
     if not isinstance(data, dict):
         raise GptbenchError(f"{source}: a matrix is a YAML mapping with backends, workloads, specs, "
                             "host_classes, ...; got {type(data).__name__}.")
-    try:
-        return Matrix.model_validate(data)
-    except ValidationError as e:
-        lines = [f"{source}: invalid matrix:"]
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {field}: {_allowed(err)}")
-        raise GptbenchError("\n".join(lines)) from None
+    lines = _inherit_hosts(data)
+    if not lines:
+        try:
+            return Matrix.model_validate(data)
+        except ValidationError as e:
+            for err in e.errors():
+                field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+                lines.append(f"  {field}: {_allowed(err)}")
+    raise GptbenchError("\n".join([f"{source}: invalid matrix:", *lines]))
+
+
+def _inherit_hosts(data: dict) -> list[str]:
+    """Replace each host class named after an inventory host by that host, narrowed by the
+    matrix's entry; the error lines of the entries that change the host instead."""
+    classes = data.get("host_classes")
+    if not isinstance(classes, dict):
+        return []  # the schema says what is wrong
+    lines, hosts = [], inventory.names()
+    for name, given in classes.items():
+        given = {} if given is None else given  # `lowram:` alone: the host as it is
+        if name in hosts and isinstance(given, dict):
+            try:
+                classes[name] = inventory.load(name).narrowed(given)
+            except inventory.NarrowingError as e:
+                lines.append(f"  host_classes.{name}.{e.field}: {e}")
+    return lines  # an ad-hoc class with `emulated` is the schema's: an unknown field
 
 
 def _allowed(err: dict) -> str:
@@ -203,7 +225,7 @@ def _fields_at(loc: tuple) -> list[str]:
     model: type[BaseModel] = Matrix
     for part in loc[:-1]:
         if part == "host_classes":
-            return list(HostClass.model_fields)
+            return [*HostClass.model_fields, "emulated (inventory hosts)"]
         if part == "workloads":
             return list(WorkloadEntry.model_fields)
     return list(model.model_fields)

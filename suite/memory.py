@@ -2,27 +2,24 @@
 
 RAM estimate = the tensors the spec says the workload holds (spec.memory_estimate, or
 the workload's own shapes) + a fixed overhead per framework: the interpreter, the
-libraries, the corpus, thread pools and allocator caches. The overhead is measured:
-peak RSS minus the tensor estimate of numpy and torch train cells on tiny, lumgpt and
-proust (4 steps, float32, Linux x86-64, CPython 3.11, numpy 2.4, torch 2.13 CPU); with
+libraries, the corpus, thread pools and allocator caches. The overhead is the backend's
+registry entry's (backends/__init__.py, where each number's measurement is written); with
 it, measured / estimated stayed within 0.87-1.09 (docs/records.md). On a GPU the tensors
 go to VRAM (gpu_memory_estimate_mb) and the host keeps the overhead.
 """
 
 from __future__ import annotations
 
-# MB. numpy: 35 MB after imports, +10 MB corpus and temporaries. torch: 222 MB after
-# import, ~100 MB more once autograd and oneDNN run. compile: inductor, 400-510 MB (warm or
-# cold inductor cache, tiny spec; its compile workers are separate processes, in
-# peak_rss_sampled_mb).
-# Plugins not listed are assumed to be torch-based.
-OVERHEAD_MB = {"numpy": 45.0, "torch": 320.0, "compile": 450.0}
-FRAMEWORK = {"numpy": "numpy", "torch": "torch", "compile": "compile", "math": "torch", "sdpa": "torch",
-             "triton": "torch"}
+import backends
 
 
 def overhead_mb(backend: str) -> float:
-    return OVERHEAD_MB[FRAMEWORK.get(backend, "torch")]
+    if backend not in backends.REGISTRY:
+        try:
+            backends.load(backend)
+        except Exception:  # noqa: BLE001 -- a plugin that does not load here ends unavailable in its
+            return backends.PLUGIN_DEFAULT_FRAMEWORK.overhead_mb  # child; its estimate: the stated default
+    return backends.entry(backend).framework.overhead_mb  # a bad `framework` declaration is an error
 
 
 def estimate_fields(cell) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from suite import calibrate, env
-from suite.cell import Cell, vm_hwm_mb
+from suite.cell import Cell, measure, vm_hwm_mb
 from suite.record import Limits, Record, now
 
 POLL_S = 0.01
@@ -140,12 +140,7 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
     budget (a bigger card is capped at it); threads: BLAS/OpenMP/torch threads (None: every core)."""
     limits = dataclasses.replace(limits, threads=int(limits.threads or os.cpu_count() or 1))
     record = Record.start(cell, limits)
-    peak_flops = None
-    try:
-        cal = calibrate.ensure(cell.device)
-        peak_flops = calibrate.peak_flops(cal, cell.device, cell.dtype)
-    except Exception as e:  # noqa: BLE001 -- no calibration means no MFU, not no cell
-        record.calibration_error = f"{type(e).__name__}: {e}"
+    peak_flops, record.calibration_error = calibrate.host_peak(cell.device, cell.dtype)
 
     with tempfile.TemporaryDirectory(prefix="gptbench-cell-") as tmp:
         payload_path, record_path = Path(tmp, "payload.json"), Path(tmp, "record.json")
@@ -188,3 +183,21 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
     est = record.memory_estimate_mb
     record.memory_ratio = record.peak_rss_mb / est if est else None
     return record
+
+
+def run_here(cell: Cell, limits: Limits = Limits(), **hooks) -> tuple[Record, object]:
+    """Measure `cell` in this process instead of a child: `gptbench train`, which shows
+    progress (hooks go to the workload's run) and keeps the trained backend to save its
+    weights. The same record as run_cell's, without what only a supervisor sees (the
+    sampled tree peak, wait4's numbers, the exit); limits.budget_mb and timeout_s are not
+    enforced. Returns the record and the measured backend (None if it was never made)."""
+    record = Record.start(cell, limits)
+    peak_flops, record.calibration_error = calibrate.host_peak(cell.device, cell.dtype)
+    record.started = now()
+    t0 = time.perf_counter()
+    child, target = measure(cell, limits, peak_flops, **hooks)
+    record.take_child(child)
+    record.update(wall_s=time.perf_counter() - t0, ended=now(), peak_rss_mb=child.peak_rss_mb)
+    est = record.memory_estimate_mb
+    record.memory_ratio = record.peak_rss_mb / est if est else None
+    return record, target

@@ -1,11 +1,12 @@
 """A simulated heterogeneous pool on one machine (`gptbench cluster sim up|down|status`).
 
-Several Ray nodes, each its own `ray start --block` process group, with the labels and
-resources of the real pool's hosts (cluster.yaml): a head, a low-RAM worker and a desktop
-with `vram_gb`. Every port is a free one picked here and the temp dir is the sim's own,
-so it never meets another Ray on the machine; `down` stops exactly the processes `up`
-started (their PIDs are in the sim's state file), never by name, never `ray stop`.
-Budgets are the matrix's business (host classes); the nodes only say what they are.
+Several Ray nodes, each its own `ray start --block` process group, one per host of the
+inventory (suite/inventory.py: head, lowram, rtx4070), each with its host's label and
+resources. Every port is a free one picked here and the temp dir is the sim's own, so it
+never meets another Ray on the machine; `down` stops exactly the processes `up` started
+(their PIDs are in the sim's state file), never by name, never `ray stop`. Budgets are
+the matrix's business (host classes), and the hosts' own start flags (a GPU, 4 CPUs) are
+not simulated: the nodes only say what they are.
 """
 
 from __future__ import annotations
@@ -28,18 +29,12 @@ import psutil
 import ray.util
 
 from gptspec.errors import GptbenchError
-from suite.task import SLOT
+from suite import inventory
 
 STATE = "sim.json"
 # in the environment of every process of the pool (cells included): tests find their own
 MARKER = "GPTBENCH_SIM"
-LABEL = "gptbench/class"
-# name -> custom resources (each also gets one bench_slot and the label gptbench/class=name)
-NODES = {
-    "head": {},
-    "lowram": {},
-    "desktop": {"vram_gb": 12},
-}
+HEAD = "head"  # the inventory host whose node is the Ray head, as in cluster.yaml
 OBJECT_STORE_BYTES = 80 * 2**20
 UP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
@@ -120,23 +115,23 @@ def _path_with_this_python() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
+def node_names() -> list[str]:
+    """One node per inventory host, the head first."""
+    return sorted(inventory.names(), key=lambda name: name != HEAD)
+
+
 def _start(name: str, args: list[str], log: Path, state: dict, ports: _Ports) -> subprocess.Popen:
-    # the same host files as the real pool's (cluster/hosts/*/): the start command reads them
-    host = log.parent / name
-    host.mkdir(exist_ok=True)
-    (host / "labels.yaml").write_text(f"{LABEL}: {name}\n")
-    (host / "resources.json").write_text(json.dumps({SLOT: 1, **NODES[name]}))
+    # the label and resources flags of the real pool's start commands (`gptbench host NAME --ray-start`)
     cmd = [_ray(), "start", "--block", "--disable-usage-stats",
            "--num-cpus", "1", "--object-store-memory", str(OBJECT_STORE_BYTES),
-           "--resources", (host / "resources.json").read_text(), "--labels-file", str(host / "labels.yaml"),
-           *_node_ports(ports), *args]
+           *inventory.load(name).node_args(), *_node_ports(ports), *args]
     with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **client_env(state), "PATH": _path_with_this_python(),
                                      MARKER: state["temp_dir"]})
 
 
-def up(folder, dashboard: bool = False, nodes=tuple(NODES)) -> dict:
+def up(folder, dashboard: bool = False, nodes=None) -> dict:
     """Start the pool; return its state (address, dashboard URL, PIDs). `folder` holds
     the state file and logs; Ray's own temp dir is a short path under /tmp (unix
     sockets allow 107 bytes)."""
@@ -154,9 +149,9 @@ def up(folder, dashboard: bool = False, nodes=tuple(NODES)) -> dict:
     ports = _Ports()
     procs = {}
     try:
-        for name in nodes:
+        for name in nodes or node_names():
             for attempt in range(1, START_TRIES + 1):
-                args = _head_args(state, ports, dashboard) if name == "head" else ["--address", state["address"]]
+                args = _head_args(state, ports, dashboard) if name == HEAD else ["--address", state["address"]]
                 procs[name] = _start(name, args, folder / f"{name}.log", state, ports)
                 state["nodes"].append({"name": name, "pid": procs[name].pid})
                 _write_state(folder, state)  # every PID on disk before the next start: down finds them

@@ -15,8 +15,6 @@ from suite.cell import Cell
 from suite.record import Limits
 from suite.runner import run_cell
 
-SLOT = "bench_slot"  # every gptbench host advertises one: one timed cell per machine
-
 
 @ray.remote(num_cpus=0, max_retries=0)  # OOM-killed tasks are not retried blindly: the driver decides
 def cell_task(cell_dict: dict, cell_id: str, code_version: str, limits: dict) -> dict:

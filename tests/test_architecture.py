@@ -40,3 +40,11 @@ def test_the_check_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from suite.cli import main\n    import reports.load\n")
     assert imports_of(f) == {"suite", "reports"}
+
+
+def test_every_package_of_the_stack_is_a_regular_package():
+    # setuptools' find_packages (pyproject.toml) installs only folders with an __init__.py:
+    # a namespace package works from the checkout and is missing from an installed wheel
+    for package in STACK:
+        for folder in [ROOT / package, *(p.parent for p in (ROOT / package).rglob("*.py"))]:
+            assert (folder / "__init__.py").is_file(), folder

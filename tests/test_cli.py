@@ -35,9 +35,10 @@ def test_train_then_generate_from_the_saved_weights(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--steps", "30", "--out", str(out), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["status"] == "ok" and len(record["losses"]) == 30 and record["tokens_per_s"] > 0
-    assert record["entropy_floor"] == pytest.approx(0.7536, abs=1e-3)
-    assert (out / "record.json").is_file()
+    m = record["metrics"]
+    assert record["status"] == "ok" and len(m["losses"]) == 30 and m["tokens_per_s"] > 0
+    assert m["entropy_floor"] == pytest.approx(0.7536, abs=1e-3)
+    assert json.loads((out / "record.json").read_text()) == record
     assert main(["generate", "--weights", str(out / "weights.safetensors"), "--prompt", "abc",
                  "--max-new-tokens", "25", "--temperature", "0.8", "--top-k", "4", "--json"]) == 0
     gen = json.loads(capsys.readouterr().out)
@@ -89,3 +90,22 @@ def test_lumgpt_trains_with_numpy_under_150_mb_and_without_torch():
     peak_mb = tail["peak_kb"] / 1024
     print(f"lumgpt numpy float32 training peak RSS: {peak_mb:.1f} MB")
     assert 30 < peak_mb < 150
+
+
+def test_train_writes_the_same_record_as_a_train_cell(capsys):
+    assert main(["train", "--steps", "4", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert main(["cell", "--workload", "train", "--option", "steps=4", "--json"]) == 0
+    cell = json.loads(capsys.readouterr().out)
+    assert list(trained) == list(cell) and set(trained["metrics"]) == set(cell["metrics"])
+    assert trained["schema_version"] == cell["schema_version"] and trained["cell_id"]
+    assert (trained["workload"], trained["backend"], trained["options"]["steps"]) == ("train", "numpy", 4)
+    assert trained["peak_rss_mb"] > 5 and trained["host"]["fingerprint"] == trained["host_fingerprint"]
+
+
+def test_train_refuses_an_output_folder_it_cannot_write_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = gptbench("train", "--steps", "100000", "--out", str(blocker / "run"))
+    assert_clean_error(proc, "cannot write there")
+    assert "step " not in proc.stderr  # refused before the first step

@@ -1,4 +1,4 @@
-"""The matrix on real Ray: a simulated 3-node pool (head, lowram, desktop; one bench_slot
+"""The matrix on real Ray: a simulated 3-node pool (head, lowram, rtx4070; one bench_slot
 each, labels and vram_gb as on the real pool), shared by every test here because each
 Ray node takes seconds to start on 2 loaded cores. Drivers run as the real CLI in their
 own processes (`gptbench run`, and `ray job submit -- python -m suite run`)."""
@@ -22,7 +22,7 @@ CLASSES = """
 host_classes:
   head: {labels: {gptbench/class: head}, budget_mb: 1000, threads: 1}
   lowram: {labels: {gptbench/class: lowram}, budget_mb: 700, threads: 1, specs: [lumgpt]}
-  desktop: {labels: {gptbench/class: desktop}, resources: {vram_gb: 12}, budget_mb: 2000, threads: 1}
+  rtx4070: {labels: {gptbench/class: rtx4070}, resources: {vram_gb: 12}, budget_mb: 2000, threads: 1, device: cpu}
 """
 PLACED = (REPO / "matrices" / "sim.yaml").read_text()  # the demo matrix of the simulated pool
 INFEASIBLE = """
@@ -72,11 +72,11 @@ def test_every_cell_lands_on_a_node_of_its_class(pool, node_classes, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_records(out)
     assert len(records) == 6 and {r["status"] for r in records} == {"ok"}
-    assert sorted(node_classes.values()) == ["desktop", "head", "lowram"]
+    assert sorted(node_classes.values()) == ["head", "lowram", "rtx4070"]
     for r in records:
         assert node_classes[r["node_id"]] == r["host_class"] == r["node_labels"]["gptbench/class"]
         assert r["spec"]["name"] == ("lumgpt" if r["host_class"] == "lowram" else "tiny")
-        assert r["budget_mb"] == {"head": 1000, "lowram": 700, "desktop": 2000}[r["host_class"]]
+        assert r["budget_mb"] == {"head": 1000, "lowram": 700, "rtx4070": 2000}[r["host_class"]]
         assert 0 < r["peak_rss_mb"] < r["budget_mb"] and r["metrics"]["tokens_per_s"] > 0
         assert 0 < r["ray_overhead_s"] < r["dispatch_s"] < r["roundtrip_s"] and r["attempts"] == 1
     assert list(read_hosts(out)) == [records[0]["host_fingerprint"]]  # one machine
@@ -229,7 +229,9 @@ def test_a_node_lost_under_its_cell_ends_in_a_record_within_seconds(tmp_path):
     try:
         env = {**os.environ, **sim.client_env(pool)}
         out = tmp_path / "run"
-        matrix = LONG_ON_HEAD.replace("head: {labels: {gptbench/class: head}", "lowram: {labels: {gptbench/class: lowram}")
+        # the inventory's lowram, its 700 MB budget inherited (a matrix may not raise it)
+        matrix = LONG_ON_HEAD.replace("head: {labels: {gptbench/class: head}, budget_mb: 1000",
+                                      "lowram: {labels: {gptbench/class: lowram}")
         driver = _start_driver(_matrix(tmp_path, matrix), out, env)
         deadline = time.monotonic() + 120
         while not _cells_of_pool(pool) and time.monotonic() < deadline:

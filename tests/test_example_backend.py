@@ -68,7 +68,7 @@ def test_an_installed_plugin_is_found_by_its_entry_point(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gptbench-example-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(f"[gptbench.backends]\nminimal = {EXAMPLE}\n")
     listed = run([GPTBENCH, "backends", "--json"], cwd=tmp_path, pythonpath=[tmp_path, REPO])
-    assert {"name": "minimal", "available": True, "reason": ""} in json.loads(listed.stdout)
+    assert {"name": "minimal", "available": True, "reason": "", "extra": None} in json.loads(listed.stdout)
     proc = run([GPTBENCH, "check", "minimal", "--dtype", "float64", "--steps", "5"], cwd=tmp_path,
                pythonpath=[tmp_path, REPO])
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1].startswith("PASS"), proc.stdout[-3000:]

@@ -240,13 +240,14 @@ def memory_estimate(cell) -> dict:
     return cell.spec_obj().memory_estimate(cfg.batch_size, cell.dtype, "train", cfg.seq_len)
 
 
-def run(backend, cell) -> dict:
+def run(backend, cell, on_step=None) -> dict:
+    """The cell entry; on_step(step, loss, step_ms) after every step (progress display)."""
     cfg, corpus_opts = cell_config(cell)
     corpus = load_corpus(corpus_opts["corpus"], tokenizer=corpus_opts["tokenizer"])
     floor = corpus.block_floor(cfg.seq_len or backend.spec.block_size)
     if cfg.target_val_loss is None and floor is not None:
         cfg = replace(cfg, target_val_loss=floor + SYNTHETIC_TARGET_GAP)
-    metrics = train(backend, corpus, cfg)
+    metrics = train(backend, corpus, cfg, on_step=on_step)
     metrics["corpus"] = corpus.describe()
     if hasattr(backend, "compile_s"):  # torch.compile: held in the first step's time, shown apart
         metrics["compile_s"] = backend.compile_s
