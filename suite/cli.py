@@ -400,6 +400,13 @@ def cmd_host(args) -> int:
     return 0
 
 
+# --- gptbench gpu-pack ----------------------------------------------------------------------
+def cmd_gpu_pack(args) -> int:
+    from suite import gpu_pack
+
+    return gpu_pack.run(args.out, args.dry_run, args.budget_s)
+
+
 # --- gptbench report -------------------------------------------------------------------------
 def cmd_report(args) -> int:
     import reports
@@ -523,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--pip", action="store_true", help="print pip's install arguments for this host")
     what.add_argument("--ray-start", action="store_true", help="print this host's `ray start` flags")
     s.set_defaults(func=cmd_host)
+
+    s = sub.add_parser("gpu-pack", help="prove and time every CUDA path in one unattended run (docs/gpu-pack.md)")
+    s.add_argument("--out", required=True, help="a new folder for pack.json, summary.md, logs/ and the run directory run/")
+    s.add_argument("--dry-run", action="store_true", help="the same plan on the CPU with tiny shapes (no GPU needed)")
+    s.add_argument("--budget-s", type=float, default=480, help="the whole pack's time; later steps are skipped, "
+                   "and recorded as skipped, past it (default 480: 8 minutes)")
+    s.set_defaults(func=cmd_gpu_pack)
 
     s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
