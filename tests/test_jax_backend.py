@@ -72,3 +72,33 @@ def test_without_jax_backends_and_check_give_the_install_command(monkeypatch, ca
     assert not rows["jax"]["available"] and "pip install 'gptbench[jax]'" in rows["jax"]["reason"]
     assert main(["check", "jax"]) == 2
     assert "pip install 'gptbench[jax]'" in capsys.readouterr().err
+
+
+class CacheMaskSeesTheWholeWindow(JaxBackend):
+    """Through the KV cache, every query may see the keys up to start + T (the last query's
+    reach): a prompt is encoded without its causal mask, a decoded token is unaffected."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        jitted = self._extend
+
+        def extend(*a):  # traced on first use of each shape: patch the mask while it traces
+            real = jax_backend.masked_attention
+            jax_backend.masked_attention = lambda q, k, v, allowed: real(
+                q, k, v, jax.numpy.broadcast_to(allowed[-1:], allowed.shape))
+            try:
+                return jitted(*a)
+            finally:
+                jax_backend.masked_attention = real
+
+        self._extend = extend
+
+
+def test_a_cache_mask_that_lets_every_query_see_the_window_fails_the_generate_level():
+    from workloads.conformance.ladder import run_ladder
+
+    report = run_ladder(CacheMaskSeesTheWholeWindow(SPEC, dtype="float64"), levels=("generate",))
+    first = report.first_failure
+    assert not report.ok and first.name == "generate.greedy.logits", report.to_text()
+    assert first.first_bad[0] == 0  # the prompt's own logits: the second layer saw its future
+    assert first.norm_rel > 100 * first.tol.norm_rtol
