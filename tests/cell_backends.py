@@ -18,3 +18,12 @@ class SegfaultBackend(NumpyBackend):
 
     def train_step(self, x, y, lr):
         ctypes.string_at(0)  # reads address 0: SIGSEGV, no Python exception, no record
+
+
+class VersionedBackend(NumpyBackend):
+    """A plugin that reports what it runs on (Backend.versions), kept in its records."""
+    name = "versioned"
+
+    @classmethod
+    def versions(cls):
+        return {"myframework": "1.2.3"}

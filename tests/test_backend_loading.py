@@ -79,3 +79,22 @@ def test_the_label_comes_from_the_class_not_from_how_it_was_named(capsys):
         pass
 
     assert label(Renamed) == "Renamed"
+
+
+def test_a_plugins_versions_and_name_reach_its_record():
+    from suite.cell import Cell, measure
+    from suite.record import Limits
+
+    record, _ = measure(Cell.make("cell_backends:VersionedBackend", "train", "tiny", options={"steps": 2}),
+                        Limits(threads=1))
+    assert record.status == "ok", record.traceback
+    assert record.implementation == {"name": "versioned", "class": "cell_backends:VersionedBackend",
+                                     "versions": {"myframework": "1.2.3"}}
+    from backends.contract import describe
+
+    class Broken(NumpyBackend):
+        @classmethod
+        def versions(cls):
+            raise RuntimeError("no version file")
+
+    assert describe(Broken)["versions"] == {"error": "versions() raised RuntimeError: no version file"}
