@@ -128,25 +128,47 @@ def test_the_next_cell_sweeps_what_a_killed_runner_left(tmp_path, monkeypatch):
 def test_a_killed_driver_leaves_nothing_after_the_next_run_starts(tmp_path):
     """SIGKILL `gptbench run` while its local Ray runs a cell: Ray's agents outlive it (about
     a minute) and its temp dir would stay for ever. The next `gptbench run` -- here one with a
-    missing matrix, which starts no Ray -- ends them and removes the folder."""
+    missing matrix, which starts no Ray -- ends them and removes the folder. While it runs,
+    the local Ray is private: its own 0600 token (none written to ~/.ray) and every port it
+    listens on bound to loopback."""
     repo = Path(HERE).parent
     matrix = tmp_path / "m.yaml"
     matrix.write_text("backends: [numpy]\nworkloads: {train: {options: {steps: 100000}}}\nspecs: [tiny]\n"
                       "host_classes: {local: {budget_mb: 1000, threads: 1}}\n")
+    home = tmp_path / "home"
+    home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
-    driver = subprocess.Popen([sys.executable, "-m", "suite", "run", str(matrix), "--out", str(tmp_path / "run")],
-                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env["HOME"] = str(home)
+    with open(tmp_path / "driver.log", "w") as log:  # a file, not a pipe nobody reads while it runs
+        driver = subprocess.Popen([sys.executable, "-m", "suite", "run", str(matrix), "--out", str(tmp_path / "run")],
+                                  cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _kill_and_sweep(driver, home, env, tmp_path)
+    finally:  # a failing check leaves no driver, nor its Ray, behind
+        if driver.poll() is None:
+            driver.terminate()
+            driver.wait(timeout=60)
+        tempdirs.sweep(tempdirs.DRIVER_PREFIX, "/tmp")
+
+
+def _kill_and_sweep(driver, home, env, tmp_path):
+    repo = Path(HERE).parent
     deadline = time.monotonic() + 180
     cells = []
     while time.monotonic() < deadline and not cells:
-        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         cells = [p for p in psutil.Process(driver.pid).children(recursive=True) if _is_cell(p)]
         time.sleep(0.2)
     assert cells, "no cell started"
     [folder] = [p for p in Path("/tmp").glob(f"{tempdirs.DRIVER_PREFIX}*")
                 if (p / tempdirs.OWNER).is_file() and (p / tempdirs.OWNER).read_text().split()[0] == str(driver.pid)]
     assert (folder / "auth_token").stat().st_mode & 0o777 == 0o600  # the local Ray's own token
+    assert not (home / ".ray").exists()
     left = tempdirs.marked(folder)
+    pids = {p.pid for p in left}
+    listening = [c.laddr for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert len(listening) >= 5 and all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for ip, _ in listening), \
+        listening  # GCS, raylet, workers, agents, metrics: none reachable from another machine
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert folder.is_dir() and any(_alive(p.pid) for p in left)
