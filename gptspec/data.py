@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gptspec.errors import DataError
+from gptspec.files import write_text_atomic
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -85,7 +86,7 @@ def tokenizer_from_dict(d: dict):
 
 def save_tokenizer(tok, path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(tok.to_dict(), ensure_ascii=False))
+    write_text_atomic(path, json.dumps(tok.to_dict(), ensure_ascii=False))
     return path
 
 

@@ -37,6 +37,15 @@ def write_text_atomic(path, text: str) -> Path:
     return Path(path)
 
 
+def write_private(path, text: str) -> Path:
+    """A secret (a token): mode 0600 from the moment the file exists, never readable by others
+    in between; a new file only (an existing one is an error, not silently replaced)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
 def write_json_atomic(path, obj, indent: int | None = None) -> Path:
     """obj as JSON; NumPy scalars and arrays become numbers and lists, and non-finite floats
     the strings 'nan', 'inf', '-inf' (JSON has none of them)."""

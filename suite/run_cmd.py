@@ -16,6 +16,7 @@ from pathlib import Path
 
 import workloads
 from gptspec.errors import GptbenchError
+from gptspec.files import write_private
 from reports.rundir import read_records
 from suite import env, tempdirs
 from suite.store import RunStore
@@ -27,11 +28,17 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
         print(f"removed {folder}, left by a gptbench process that was killed, and ended its processes",
               file=sys.stderr)
     temp_dir = None if address else tempdirs.make(tempdirs.DRIVER_PREFIX, "/tmp")
+    local = _local_ray_env(temp_dir) if temp_dir else {}
+    before = {k: os.environ.get(k) for k in local}
     try:
-        if temp_dir:  # before Ray is imported: it reads these once
-            os.environ.update(_local_ray_env(temp_dir))
+        os.environ.update(local)  # before Ray is imported: it reads these once
         return _run(matrix_path, address, out, resume, temp_dir)
     finally:
+        for k, v in before.items():  # this process's environment as it was (a caller's, a test's)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -42,9 +49,7 @@ def _local_ray_env(temp_dir: Path) -> dict:
     (Ray's single-machine mode, its default on macOS: the node's address is 127.0.0.1, so
     the dashboard's and the agents' metrics servers bind to it); and the marker by which a
     later run finds what is left of this one after a SIGKILL (suite/tempdirs.py)."""
-    token = temp_dir / "auth_token"
-    token.touch(mode=0o600)
-    token.write_text(uuid.uuid4().hex)
+    token = write_private(temp_dir / "auth_token", uuid.uuid4().hex)
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", tempdirs.MARKER: str(temp_dir)}
 

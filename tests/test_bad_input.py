@@ -290,3 +290,28 @@ def test_an_unparsable_cache_is_explained(bad_cache, capsys):
     path = bad_cache(GOOD)
     path.write_text("{truncated")
     fails(["calibrate", "--cached"], capsys, f"calibration cache {path} is unreadable")
+
+
+def test_a_typo_in_a_workload_option_is_refused_at_its_field(tmp_path, capsys, monkeypatch):
+    no_work(monkeypatch)
+    path = tmp_path / "m.yaml"
+    path.write_text(MATRIX.replace("workloads: [train]", "workloads: {train: {options: {stepz: 2}}}"))
+    fails(["run", str(path)], capsys, "  workloads.train.options.stepz: unknown option; allowed: steps,")
+    fails(["cell", "--option", "stepz=2"], capsys, "workload 'train' option 'stepz': unknown option")
+
+
+def test_a_run_into_a_read_only_folder_or_a_file_fails_before_ray_starts(tmp_path, read_only_dir, capsys):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text(MATRIX)
+    fails(["run", str(matrix), "--out", str(read_only_dir / "run")], capsys,
+          f"cannot start a run in {read_only_dir / 'run'}", "give an --out folder you can write to")
+    fails(["run", str(matrix), "--out", str(matrix)], capsys, f"--out {matrix} is a file")
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
+def test_a_refused_run_leaves_this_process_environment_as_it_was(tmp_path, capsys):
+    import ray  # noqa: F401 -- importing ray sets RAY_CLIENT_MODE by itself: not ours to undo
+
+    before = dict(os.environ)
+    fails(["run", str(tmp_path / "absent.yaml")], capsys, "does not exist")
+    assert dict(os.environ) == before

@@ -3,9 +3,7 @@ taken back whole or kept whole, the report is the old page or the new one, never
 one, and a name a worker sends never becomes a path outside the run."""
 
 import errno
-import json
 import os
-from pathlib import Path
 
 import pytest
 
