@@ -5,10 +5,12 @@ Killing the child's process group misses a helper started with setsid (a compile
 server, a deliberate escape), and once its parent exits it is no longer anyone's child but
 init's. So on Linux the runner becomes a child subreaper (PR_SET_CHILD_SUBREAPER): an
 orphan of the cell is re-parented to the runner, not to init, and stays findable. A scan
-adds the child's descendants and the runner's new children that carry the cell's marker
-(suite/tempdirs.py) to a set that only grows; every process seen once is counted and, at
-the end, killed and reaped. Elsewhere (macOS) the scan is all there is: a helper that
-escapes between two scans is missed there.
+adds the child's descendants and the runner's children that were not there when the cell
+started (the runner starts nothing else while it waits: they are the cell's orphans) to a
+set that only grows; every process seen once is counted and, at the end, killed and
+reaped. Elsewhere (macOS) the scan is all there is: a helper that escapes between two
+scans is missed there. (What a killed runner leaves is found by the cell's marker instead:
+suite/tempdirs.py.)
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import signal
 import sys
 
 import psutil
-
-from suite.tempdirs import MARKER
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -34,12 +34,12 @@ def become_subreaper() -> bool:
 
 
 class CellTree:
-    """The processes of one cell, rooted at its child `pid`, marked with `marker`."""
+    """The processes of one cell, rooted at its child `pid`, made just now by this process."""
 
-    def __init__(self, pid: int, marker: str):
-        self.marker = marker
+    def __init__(self, pid: int):
         self.me = psutil.Process()
         self.root = psutil.Process(pid)
+        self.others = set(self.me.children()) - {self.root}  # this process's own, before the cell
         self.known = {self.root}
 
     def scan(self) -> None:
@@ -47,9 +47,7 @@ class CellTree:
         to this process (with their own descendants)."""
         roots = [self.root]
         try:
-            for p in self.me.children():
-                if p != self.root and p not in self.known and self._marked(p):
-                    roots.append(p)
+            roots += [p for p in self.me.children() if p not in self.others]
         except psutil.Error:
             pass
         for r in roots:
@@ -58,12 +56,6 @@ class CellTree:
                 self.known.update(r.children(recursive=True))
             except psutil.Error:  # exited since
                 pass
-
-    def _marked(self, p: psutil.Process) -> bool:
-        try:
-            return p.environ().get(MARKER) == self.marker
-        except psutil.Error:
-            return False
 
     def rss_mb(self) -> float:
         total = 0

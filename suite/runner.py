@@ -106,7 +106,7 @@ def _before_exec(threads: int):
 
 
 def _child_env(threads: int, extra: dict | None, folder: Path) -> dict:
-    # the marker: whatever the cell starts is found by it (suite/proctree.py, suite/tempdirs.py)
+    # the marker: what the cell started is found by it after a killed runner (suite/tempdirs.py)
     child = {**os.environ, **(extra or {}), **env.thread_env(threads), tempdirs.MARKER: str(folder)}
     repo = str(env.REPO)  # `python -m suite.cell` works from any cwd, installed or not
     child["PYTHONPATH"] = os.pathsep.join(p for p in (repo, child.get("PYTHONPATH")) if p)
@@ -136,7 +136,7 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
                                     stdout=out, stderr=err, env=_child_env(limits.threads, extra_env, tmp),
                                     start_new_session=True, preexec_fn=_before_exec(limits.threads))
-            tree = CellTree(proc.pid, str(tmp))
+            tree = CellTree(proc.pid)
             status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, tree, limits.budget_mb,
                                                                            limits.timeout_s, poll_s)
         record.wall_s = time.perf_counter() - t0

@@ -31,7 +31,9 @@ os.replace(os.environ["HOG_PIDFILE"] + ".tmp", os.environ["HOG_PIDFILE"])
 hog = b"x" * (int(os.environ["HOG_MB"]) * 2**20)  # written, so resident
 time.sleep(3600)
 """
-LAUNCHER = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]], start_new_session=True)"
+# ... and with an environment of its own (no marker): found as the runner's orphan, not by name
+LAUNCHER = ("import os, subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[1]], start_new_session=True, "
+            "env={k: v for k, v in os.environ.items() if k.startswith('HOG_')})")
 
 
 class EscapingHelperBackend(NumpyBackend):
