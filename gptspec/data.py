@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gptspec.errors import DataError
+from gptspec.files import write_text_atomic
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -85,7 +86,7 @@ def tokenizer_from_dict(d: dict):
 
 def save_tokenizer(tok, path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(tok.to_dict(), ensure_ascii=False))
+    write_text_atomic(path, json.dumps(tok.to_dict(), ensure_ascii=False))
     return path
 
 
@@ -246,12 +247,15 @@ def load_corpus(corpus: str = "synthetic", tokenizer: str = "char", val_fraction
     else:
         path = find_shakespeare() if corpus == "shakespeare" else Path(corpus)
         if not path.is_file():
-            raise DataError(f"corpus file {path} does not exist. Pass an existing text file, "
-                            "'shakespeare' (looked up in the data directory) or 'synthetic'.")
+            raise DataError(f"corpus file {path} " + ("is a folder" if path.is_dir() else "does not exist") +
+                            ". Pass an existing text file, 'shakespeare' (looked up in the data directory) or "
+                            "'synthetic'.")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"corpus file {path} is not UTF-8 text ({e}).") from None
+        except OSError as e:  # no permission, an I/O error
+            raise DataError(f"cannot read corpus file {path}: {e.strerror or e}.") from None
         name = "shakespeare" if corpus == "shakespeare" else path.name
         if tokenizer not in ("char", "byte"):
             raise DataError(f"unknown tokenizer {tokenizer!r}; choose 'char' or 'byte'.")

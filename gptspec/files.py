@@ -4,25 +4,46 @@ within one directory is atomic). Records, run metadata, caches and reports all u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 from pathlib import Path
 
 
-def write_text_atomic(path, text: str) -> Path:
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path` to write the whole file to (by any library's own
+    writer: safetensors, torch.save); on success it is fsynced and renamed over `path`, on
+    any failure removed, so `path` is the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # never leave the half-written temporary behind
         raise
-    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_private(path, text: str) -> Path:
+    """A secret (a token): mode 0600 from the moment the file exists, never readable by others
+    in between; a new file only (an existing one is an error, not silently replaced)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)
 
 
 def write_json_atomic(path, obj, indent: int | None = None) -> Path:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from gptspec.errors import WeightsError
+from gptspec.files import atomic_path
 from gptspec.spec import GPTSpec
 
 INIT_STD = 0.02
@@ -80,7 +82,8 @@ def save_safetensors(path, params: dict[str, np.ndarray], spec: GPTSpec,
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({n: np.ascontiguousarray(a) for n, a in params.items()}, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file({n: np.ascontiguousarray(a) for n, a in params.items()}, str(tmp), metadata=metadata)
     return path
 
 
@@ -106,9 +109,23 @@ def load_safetensors(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[s
     if spec is None:
         if "spec" not in metadata:
             raise WeightsError(f"{path} carries no gptbench spec in its metadata; pass --spec.")
-        spec = GPTSpec.from_dict(json.loads(metadata["spec"]))
+        spec = GPTSpec.from_dict(metadata_json(path, metadata, "spec"))
     check_params(params, spec, source=str(path))
     return spec, params
+
+
+def metadata_json(path, metadata: dict, key: str) -> dict:
+    """The JSON object gptbench stored under `key` of a safetensors file's metadata (the spec,
+    the tokenizer), or WeightsError naming the file and the key."""
+    try:
+        value = json.loads(metadata[key])
+    except ValueError as e:
+        raise WeightsError(f"{path}: its metadata {key!r} is not JSON ({e}); the file was not written by "
+                           "gptbench, or was changed since. Pass --spec (and --corpus for the vocabulary), or "
+                           "convert the weights again.") from None
+    if not isinstance(value, dict):
+        raise WeightsError(f"{path}: its metadata {key!r} is {type(value).__name__} JSON, not an object.")
+    return value
 
 
 # --- nanoGPT checkpoints ----------------------------------------------------------------
@@ -136,7 +153,7 @@ def from_nanogpt_state_dict(state_dict: dict, spec: GPTSpec) -> dict[str, np.nda
         params[key[len(_NANOGPT_PREFIX):]] = arr
     for name, shape in spec.param_shapes().items():
         if name.endswith(".bias") and name not in params:
-            params[name] = np.zeros(shape, dtype=params["wte.weight"].dtype)
+            params[name] = np.zeros(shape, dtype=params["wte.weight"].dtype if "wte.weight" in params else np.float32)
     if lm_head is not None and not np.array_equal(lm_head, params.get("wte.weight")):
         raise WeightsError("nanoGPT lm_head.weight differs from transformer.wte.weight: "
                            "gptbench's spec ties them, so this checkpoint is a different model.")
@@ -159,12 +176,27 @@ def load_nanogpt_ckpt(path) -> tuple[GPTSpec, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist.")
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise WeightsError(f"{path} is not a nanoGPT checkpoint (a dict with 'model' and 'model_args').")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- not a zip, a truncated file, a pickle weights_only refuses
+        why = "it is not a zip archive, which torch.save writes" if not zipfile.is_zipfile(path) else \
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({why}); a nanoGPT ckpt.pt is what "
+                           "nanoGPT's train.py saves with torch.save.") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or \
+            not isinstance(ckpt.get("model_args"), dict):
+        have = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise WeightsError(f"{path} is not a nanoGPT checkpoint: expected a dict whose 'model' (the state_dict) "
+                           f"and 'model_args' are dicts, found {have}.")
     args = ckpt["model_args"]
-    spec = GPTSpec(**{k: int(args[k]) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")},
-                   name=path.stem)
+    fields = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+    missing = [k for k in fields if k not in args]
+    if missing:
+        raise WeightsError(f"{path}: its model_args lack {', '.join(missing)}; nanoGPT's hold {', '.join(fields)}.")
+    try:
+        spec = GPTSpec(**{k: int(args[k]) for k in fields}, name=path.stem)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{path}: its model_args are not a GPT spec ({e}).") from None
     return spec, from_nanogpt_state_dict(ckpt["model"], spec)
 
 
@@ -176,5 +208,6 @@ def save_nanogpt_ckpt(path, params: dict[str, np.ndarray], spec: GPTSpec) -> Pat
     sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_nanogpt_state_dict(params).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": sd, "model_args": model_args, "iter_num": 0, "best_val_loss": float("inf")}, str(path))
+    with atomic_path(path) as tmp:
+        torch.save({"model": sd, "model_args": model_args, "iter_num": 0, "best_val_loss": float("inf")}, str(tmp))
     return path

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gptspec.errors import GptbenchError
+from gptspec.files import write_text_atomic
+
 
 def write_report(run_dir, out_path=None, compare=None) -> Path:
     """Write the report of run_dir (with a comparison against run `compare`, its B, first) and
@@ -20,5 +23,10 @@ def write_report(run_dir, out_path=None, compare=None) -> Path:
         name = "report.html" if compare is None else f"compare-{Path(compare).resolve().name}.html"
         out_path = run_dir / name
     out_path = Path(out_path)
-    out_path.write_text(build(run_dir, compare), encoding="utf-8")
+    page = build(run_dir, compare)
+    try:  # whole or not at all: a full disk leaves the previous page (or none), never half of one
+        write_text_atomic(out_path, page)
+    except OSError as e:
+        raise GptbenchError(f"cannot write {out_path} ({e.strerror or e}); the run's records are untouched. "
+                            f"Free space (or give -o elsewhere), then `gptbench report {run_dir}`.") from None
     return out_path

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gptspec.errors import GptbenchError
+from gptspec.files import atomic_path
 from reports.rundir import read_records
 
 
@@ -40,10 +42,13 @@ def export(run_dir, csv: str | Path | None = None, parquet: str | Path | None = 
     """Write the run's records to the given files; returns the paths written."""
     table = records_table(read_records(run_dir))
     written = []
-    if csv:
-        table.to_csv(csv, index=False)
-        written.append(Path(csv))
-    if parquet:
-        table.to_parquet(parquet, index=False)
-        written.append(Path(parquet))
+    for path, write in ((csv, table.to_csv), (parquet, table.to_parquet)):
+        if not path:
+            continue
+        try:  # whole or not at all, as the report
+            with atomic_path(path) as tmp:
+                write(tmp, index=False)
+        except OSError as e:
+            raise GptbenchError(f"cannot write {path} ({e.strerror or e}); the run's records are untouched.") from None
+        written.append(Path(path))
     return written

@@ -11,7 +11,9 @@ Readers never need Ray; the one writer is suite/store.py (RunStore), held by the
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 from gptspec.errors import GptbenchError
@@ -42,10 +44,26 @@ def read_records(run_dir) -> list[dict]:
     return records
 
 
+def host_path(run_dir, fingerprint: str) -> Path:
+    """hosts/<fingerprint>.json. A fingerprint comes from a worker host (suite/env.py: 16 hex
+    digits); one that is not a plain name (`../../x`, a slash, a dot first) is never a path:
+    it is filed under its hash, and read_hosts keys the file by the fingerprint inside."""
+    name = fingerprint if _PLAIN.fullmatch(fingerprint) else "x" + hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    return Path(run_dir) / HOSTS / f"{name}.json"
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def read_hosts(run_dir) -> dict[str, dict]:
     """host fingerprint -> captured environment."""
     folder = Path(run_dir) / HOSTS
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+    hosts = {}
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        env = json.loads(p.read_text())
+        fingerprint = env.get("fingerprint") if isinstance(env, dict) else None
+        hosts[fingerprint if isinstance(fingerprint, str) else p.stem] = env
+    return hosts
 
 
 def records_dataframe(run_dir):

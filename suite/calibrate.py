@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from importlib.util import find_spec
 
 import numpy as np
 
+from gptspec.errors import GptbenchError
+from gptspec.files import write_json_atomic
 from suite.env import cache_dir, capture
 
 CPU_GEMM_N = 1024
@@ -109,23 +112,66 @@ def measure(device: str = "cpu") -> dict:
 
 
 # --- the cache ----------------------------------------------------------------------------
+class CalibrationError(GptbenchError):
+    """A cache file that parses but is not a calibration (a peak that is a string or <= 0)."""
+
+
 def cache_path(fingerprint: str):
     return cache_dir() / "calibration" / f"{fingerprint}.json"
 
 
 def load(fingerprint: str) -> dict | None:
+    """The cached calibration, None when there is none; CalibrationError naming the file
+    and the first thing wrong when it is not one: every number MFU divides by is checked
+    here, so a bad cache never reaches a cell."""
+    path = cache_path(fingerprint)
     try:
-        return json.loads(cache_path(fingerprint).read_text())
-    except (OSError, ValueError):
+        cal = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:
+        raise CalibrationError(f"calibration cache {path} is unreadable ({e}); `gptbench calibrate` measures "
+                               "again and replaces it.") from None
+    problem = _problem(cal)
+    if problem:
+        raise CalibrationError(f"calibration cache {path}: {problem}; `gptbench calibrate` measures again and "
+                               "replaces it.")
+    return cal
 
 
-def ensure(device: str = "cpu", recalibrate: bool = False) -> dict:
+def _problem(cal) -> str | None:
+    if not isinstance(cal, dict) or not isinstance(cal.get("env"), dict) or not isinstance(cal.get("fingerprint"), str):
+        return "not a calibration (a JSON object with fingerprint, env and a section per device type)"
+    for kind in ("cpu", "cuda"):
+        section = cal.get(kind)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get("gemm_flops_per_s"), dict):
+            return f"section {kind!r} has no gemm_flops_per_s table"
+        rates = [((kind, "gemm_flops_per_s", dt, lib), v) for dt, libs in section["gemm_flops_per_s"].items()
+                 for lib, v in (libs.items() if isinstance(libs, dict) else [("?", libs)])]
+        rates += [((kind, "bandwidth_bytes_per_s", lib), v)
+                  for lib, v in (section.get("bandwidth_bytes_per_s") or {}).items()]
+        for where, v in rates:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                return f"{'.'.join(where)} is {v!r}, not a measured rate (a number > 0)"
+    return None
+
+
+def ensure(device: str = "cpu", recalibrate: bool = False, repair: bool = False) -> dict:
     """The host's calibration with a section for `device`'s type, measured in a child
-    process with every core (the host's peak) if the cache lacks it."""
+    process with every core (the host's peak) if the cache lacks it. A bad cache is an
+    error (CalibrationError) unless it is measured again anyway: recalibrate, or repair
+    (what a cell does: a cache that is not one is replaced, not failed on forever)."""
     env = capture()
     kind = device.split(":")[0]
-    cal = load(env["fingerprint"]) or {}
+    try:
+        cal = load(env["fingerprint"]) or {}
+    except CalibrationError as e:
+        if not (recalibrate or repair):
+            raise
+        print(f"{e} Measuring again now.", file=sys.stderr)
+        cal = {}
     if recalibrate or kind not in cal:
         threads = str(os.cpu_count() or 1)
         child_env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
@@ -138,17 +184,15 @@ def ensure(device: str = "cpu", recalibrate: bool = False) -> dict:
         cal[kind] = json.loads(proc.stdout)
         path = cache_path(env["fingerprint"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(cal, indent=1))
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+        write_json_atomic(path, cal, indent=1)  # a concurrent reader sees the old or the new file
     return cal
 
 
 def host_peak(device: str, dtype: str) -> tuple[float | None, str | None]:
     """(the host's calibrated peak for device and dtype, None) -- measuring it first if the
-    cache lacks it -- or (None, why not): no calibration means no MFU, not no cell."""
+    cache lacks it or is not one -- or (None, why not): no calibration means no MFU, not no cell."""
     try:
-        return peak_flops(ensure(device), device, dtype), None
+        return peak_flops(ensure(device, repair=True), device, dtype), None
     except Exception as e:  # noqa: BLE001
         return None, f"{type(e).__name__}: {e}"
 

@@ -162,11 +162,13 @@ def cmd_train(args) -> int:
 
     record, model = run_here(cell, Limits(timeout_s=None, threads=args.threads), on_step=on_step)
     record = record.to_dict()
+    if out is not None:
+        _write_or_explain(out / "record.json", lambda: write_json_atomic(out / "record.json", record, indent=1),
+                          json.dumps(record))
     if out is not None and model is not None and record["status"] in ("ok", "diverged"):
         tokenizer = tokenizer_from_dict(record["metrics"]["corpus"]["tokenizer"])
-        save_safetensors(out / "weights.safetensors", model.state(), spec, {"tokenizer": tokenizer.to_dict()})
-    if out is not None:
-        write_json_atomic(out / "record.json", record, indent=1)
+        _write_or_explain(out / "weights.safetensors", lambda: save_safetensors(
+            out / "weights.safetensors", model.state(), spec, {"tokenizer": tokenizer.to_dict()}))
     if args.json:
         print(json.dumps(record))
     else:
@@ -182,13 +184,47 @@ def _writable_dir(path):
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".gptbench-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(folder)
     except OSError as e:
         raise GptbenchError(f"--out {folder}: cannot write there ({e.strerror or e}); give a folder you can "
                             "write to.") from None
     return folder
+
+
+def _writable_file(path):
+    """A file --out, its folder made now and proven writable (a file there is replaced at the
+    end), so a bad --out fails before the measurement it would otherwise lose."""
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _probe_write(target.parent)
+    except OSError as e:
+        raise GptbenchError(f"--out {target}: cannot write the record there ({e.strerror or e}); give a file "
+                            "path in a folder you can write to.") from None
+    return target
+
+
+def _probe_write(folder) -> None:
+    probe = folder / f".gptbench-write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+def _write_or_explain(path, write, fallback: str | None = None) -> None:
+    """write(), or, when the disk fills up or the folder turns read-only after the work, the
+    result printed (fallback) and an error that says where it went: never lost silently."""
+    try:
+        write()
+    except OSError as e:
+        if fallback is not None:
+            print(fallback)
+        raise GptbenchError(f"cannot write {path} ({e.strerror or e}); "
+                            + ("the result is printed above." if fallback is not None else
+                               "free space or give another --out, then run again.")) from None
 
 
 def _print_train_summary(r: dict, out) -> None:
@@ -215,12 +251,13 @@ def cmd_generate(args) -> int:
     import numpy as np
 
     from gptspec.data import load_corpus, tokenizer_from_dict
-    from gptspec.weights import init_params, load_safetensors, read_safetensors
+    from gptspec.weights import init_params, load_safetensors, metadata_json, read_safetensors
+    from workloads.generate import decode
 
     if args.weights:
         spec, params = load_safetensors(args.weights, _spec(args.spec) if args.spec else None)
         meta = read_safetensors(args.weights)[1]
-        tok = tokenizer_from_dict(json.loads(meta["tokenizer"])) if "tokenizer" in meta else \
+        tok = tokenizer_from_dict(metadata_json(args.weights, meta, "tokenizer")) if "tokenizer" in meta else \
             load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
     else:
         spec = _spec(args.spec or "tiny")
@@ -238,7 +275,7 @@ def cmd_generate(args) -> int:
               file=sys.stderr)
     out = model.generate(prompt[None, :], args.max_new_tokens, temperature=args.temperature,
                          top_k=args.top_k, seed=args.seed)
-    text = tok.decode(out[0])
+    text = decode(tok, out[0])  # an untrained model may sample ids the vocabulary lacks: U+FFFD
     if args.json:
         print(json.dumps({"backend": args.backend, "spec": spec.to_dict(), "prompt": args.prompt,
                           "text": text, "tokens": np.asarray(out[0]).tolist()}))
@@ -249,7 +286,7 @@ def cmd_generate(args) -> int:
 
 # --- gptbench convert ---------------------------------------------------------------------
 def cmd_convert(args) -> int:
-    from suite import weights as W
+    from gptspec import weights as W
 
     src, dst = args.input, args.output
     if src.endswith(".pt"):
@@ -276,7 +313,9 @@ def _option_value(text: str):
 
 
 def cmd_cell(args) -> int:
+    import backends
     import workloads
+    from gptspec.files import write_json_atomic
     from suite.cell import Cell
     from suite.record import Limits
     from suite.runner import run_cell
@@ -288,15 +327,16 @@ def cmd_cell(args) -> int:
             raise GptbenchError(f"--option {item!r} must be KEY=VALUE, e.g. --option steps=20.")
         options[key] = _option_value(value)
     workloads.check_options(args.workload, options)  # as the matrix does: a bad option never reaches a child
+    if args.workload != "attention" and args.backend not in backends.REGISTRY:
+        backends.load(args.backend)  # a plugin that does not load or fit is bad input here, not a record
+    out = _writable_file(args.out) if args.out else None  # before the cell, not after
     cell = Cell.make(args.backend, args.workload, _spec(args.spec), dtype=args.dtype, device=args.device,
                      host_class=args.host_class, seed=args.seed, options=options)
     limits = Limits(budget_mb=args.budget_mb, gpu_budget_mb=args.gpu_budget_mb, timeout_s=args.timeout,
                     threads=args.threads)
     record = run_cell(cell, limits).to_dict()
-    if args.out:
-        from pathlib import Path
-
-        Path(args.out).write_text(json.dumps(record, indent=1))
+    if out:
+        _write_or_explain(out, lambda: write_json_atomic(out, record, indent=1), json.dumps(record))
     if args.json:
         print(json.dumps(record))
     else:
@@ -420,18 +460,26 @@ def cmd_report(args) -> int:
 
 
 # --- the parser ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments in one paragraph, as every other error: what is wrong, where to look."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import workloads  # its package module is light: the declaration types, the list of workloads
     from suite import __version__
+    from suite import argtypes as T
 
-    p = argparse.ArgumentParser(prog="gptbench", description="One GPT spec, many backends, many machines.")
+    p = _Parser(prog="gptbench", description="One GPT spec, many backends, many machines.")
     p.add_argument("--version", action="version", version=f"gptbench {__version__}")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=T.integer(1), default=None,
                    help="threads for BLAS/OpenMP/torch (default: the libraries' own choice)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def device_flags(sp):
-        sp.add_argument("--device", default="cpu")
+        sp.add_argument("--device", default="cpu", type=T.device, help=f"one of {', '.join(T.DEVICES)}")
         sp.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
 
     s = sub.add_parser("backends", help="list backends and whether they run here")
@@ -445,10 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     device_flags(s)
     s.set_defaults(dtype="float64")
     s.add_argument("--spec", default="tiny")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--steps", type=int, default=50, help="AdamW steps of the trajectory level")
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--samples", type=int, default=32, help="elements checked per tensor (numpy float64)")
+    s.add_argument("--seed", type=T.integer(0), default=0)
+    s.add_argument("--steps", type=T.integer(1), default=50, help="AdamW steps of the trajectory level")
+    s.add_argument("--batch-size", type=T.integer(1), default=8)
+    s.add_argument("--samples", type=T.integer(1), default=32, help="elements checked per tensor (numpy float64)")
     s.add_argument("--full", action="store_true", help="check every element (numpy float64)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check)
@@ -457,15 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="numpy")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
-    s.add_argument("--steps", type=int, default=400)
-    s.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-    s.add_argument("--lr", type=float, default=None, help="peak learning rate; default: the preset's")
-    s.add_argument("--lr-warmup", type=int, default=10)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=T.integer(1), default=400)
+    s.add_argument("--batch-size", type=T.integer(1), default=None, help="default: the preset's")
+    s.add_argument("--lr", type=T.positive, default=None, help="peak learning rate; default: the preset's")
+    s.add_argument("--lr-warmup", type=T.integer(0), default=10)
+    s.add_argument("--seed", type=T.integer(0), default=0)
     s.add_argument("--corpus", default="synthetic", help="'synthetic' (default), 'shakespeare' or a text file")
     s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
-    s.add_argument("--eval-interval", type=int, default=0)
-    s.add_argument("--eval-batches", type=int, default=4)
+    s.add_argument("--eval-interval", type=T.integer(0), default=0, help="steps between evaluations (0: at the end only)")
+    s.add_argument("--eval-batches", type=T.integer(1), default=4)
     s.add_argument("--out", default=None, help="folder for weights.safetensors and record.json")
     s.add_argument("--json", action="store_true", help="print the record as one JSON line")
     s.set_defaults(func=cmd_train)
@@ -478,10 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corpus", default="synthetic", help="vocabulary source when the weights carry none")
     s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
     s.add_argument("--prompt", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=100)
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-new-tokens", type=T.integer(1), default=100)
+    s.add_argument("--temperature", type=T.non_negative, default=1.0, help="0 is greedy")
+    s.add_argument("--top-k", type=T.integer(1), default=None)
+    s.add_argument("--seed", type=T.integer(0), default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_generate)
 
@@ -491,18 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
     device_flags(s)
     s.add_argument("--host-class", default="any")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=T.integer(0), default=0)
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a workload option, e.g. steps=20 or seq_lens=[128,256] (repeatable)")
-    s.add_argument("--budget-mb", type=float, default=None, help="RAM budget: over it the cell ends as oom")
-    s.add_argument("--gpu-budget-mb", type=float, default=None, help="VRAM budget: a bigger GPU is capped at it")
-    s.add_argument("--timeout", type=float, default=600, help="wall-clock seconds before the cell ends as timeout")
+    s.add_argument("--budget-mb", type=T.limit, default=None,
+                   help="RAM budget: over it the cell ends as oom (default: none)")
+    s.add_argument("--gpu-budget-mb", type=T.limit, default=None,
+                   help="VRAM budget: a bigger GPU is capped at it (default: none)")
+    s.add_argument("--timeout", type=T.limit, default=600,
+                   help="wall-clock seconds before the cell ends as timeout (default: 600; none: no limit)")
     s.add_argument("--out", default=None, help="also write the record to this file")
     s.add_argument("--json", action="store_true", help="print the record as one JSON line")
     s.set_defaults(func=cmd_cell)
 
     s = sub.add_parser("calibrate", help="measure this host's GEMM peak and bandwidth (MFU's denominator)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", type=T.calibrate_device, help=f"one of {', '.join(T.CALIBRATE_DEVICES)}")
     s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)

@@ -119,9 +119,8 @@ class Matrix(_Strict):
             try:
                 workloads.check_options(name, entry.options)
             except workloads.OptionError as e:
-                errors += [InitErrorDetails(type=PydanticCustomError("workload_option", "{problem}", {"problem": msg}),
-                                            loc=("workloads", name, "options", option),
-                                            input=entry.options.get(option)) for option, msg in e.problems]
+                errors += [_error("workload_option", ("workloads", name, "options", option), entry.options.get(option),
+                                  msg) for option, msg in e.problems]
         if errors:  # pydantic keeps a ValidationError raised in a validator as it is, locations included
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -130,6 +129,25 @@ class Matrix(_Strict):
     @classmethod
     def _specs_resolve(cls, v: list[str]) -> list[str]:
         return _check_specs(v)
+
+    @model_validator(mode="after")
+    def _exclude_names_what_is_there(self):
+        """An exclude entry whose value the matrix does not have, or that matches no cell,
+        excludes nothing: a typo. Each is an error at its own field."""
+        have = {"backend": set(self.backends) | {b for e in self.workloads.values() for b in e.backends or []},
+                "workload": set(self.workloads), "dtype": set(self.dtypes), "host_class": set(self.host_classes),
+                "spec": set(self.specs) | {s for hc in self.host_classes.values() for s in hc.specs or []}}
+        errors = []
+        for i, ex in enumerate(self.exclude):
+            bad = [(k, v) for k, v in ex.items() if v not in have[k]]
+            errors += [_error("exclude_value", ("exclude", i, k), v, f"{v!r} is no {k} of this matrix; its "
+                              f"{k}s: {', '.join(sorted(map(str, have[k])))}") for k, v in bad]
+            if not bad and not any(self._matches(ex, cell) for cell in self._product()):
+                errors.append(_error("exclude_empty", ("exclude", i), ex, "matches no cell of this matrix "
+                                     "(each value is there, but never together); remove it or fix it"))
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -148,24 +166,37 @@ class Matrix(_Strict):
     def cells(self) -> list[tuple[Cell, HostClass]]:
         """Every cell of the matrix with the host class that runs it, in a stable order."""
         out = []
+        for c in self._product():
+            if any(self._matches(ex, c) for ex in self.exclude):
+                continue
+            hc, entry = self.host_classes[c["host_class"]], self.workloads[c["workload"]]
+            for r in range(self.repeats):
+                options = dict(entry.options)
+                if self.repeats > 1:
+                    options["repeat"] = r  # repeats are distinct cells with distinct ids
+                out.append((Cell.make(c["backend"], c["workload"], resolve_spec(c["spec"]), dtype=c["dtype"],
+                                      device=hc.device, host_class=c["host_class"], seed=c["seed"],
+                                      options=options), hc))
+        return out
+
+    def _product(self):
+        """Each cell's coordinates (the keys exclude matches on, and the seed), before exclude."""
         for (hc_name, hc), (wl, entry), dtype, seed in itertools.product(
                 self.host_classes.items(), self.workloads.items(), self.dtypes, self.seeds):
             if hc.workloads is not None and wl not in hc.workloads:
                 continue
             backends = [b for b in (entry.backends or self.backends) if hc.backends is None or b in hc.backends]
             for backend, spec in itertools.product(backends, hc.specs or self.specs):
-                if self._excluded(backend=backend, workload=wl, spec=spec, dtype=dtype, host_class=hc_name):
-                    continue
-                for r in range(self.repeats):
-                    options = dict(entry.options)
-                    if self.repeats > 1:
-                        options["repeat"] = r  # repeats are distinct cells with distinct ids
-                    out.append((Cell.make(backend, wl, resolve_spec(spec), dtype=dtype, device=hc.device,
-                                          host_class=hc_name, seed=seed, options=options), hc))
-        return out
+                yield dict(backend=backend, workload=wl, spec=spec, dtype=dtype, host_class=hc_name, seed=seed)
 
-    def _excluded(self, **cell) -> bool:
-        return any(all(cell[k] == v for k, v in ex.items()) for ex in self.exclude)
+    @staticmethod
+    def _matches(ex: dict, cell: dict) -> bool:
+        return all(cell[k] == v for k, v in ex.items())
+
+
+def _error(kind: str, loc: tuple, value, message: str) -> InitErrorDetails:
+    """One error of a model validator at its own field, as pydantic names a field's own."""
+    return InitErrorDetails(type=PydanticCustomError(kind, "{problem}", {"problem": message}), loc=loc, input=value)
 
 
 def _check_specs(specs: list[str]) -> list[str]:
@@ -184,8 +215,9 @@ def parse(text: str, source: str) -> Matrix:
     except yaml.YAMLError as e:
         raise GptbenchError(f"{source} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a YAML {type(data).__name__}"
         raise GptbenchError(f"{source}: a matrix is a YAML mapping with backends, workloads, specs, "
-                            "host_classes, ...; got {type(data).__name__}.")
+                            f"host_classes, ...; got {got}.")
     lines = _inherit_hosts(data)
     if not lines:
         try:
@@ -235,8 +267,15 @@ def load(path) -> tuple[Matrix, str]:
     """(matrix, its text as given) from a YAML file."""
     p = Path(path)
     if not p.is_file():
-        raise GptbenchError(f"matrix file {p} does not exist.")
-    text = p.read_text()
+        raise GptbenchError(f"matrix file {p} " + ("is a folder" if p.is_dir() else "does not exist") +
+                            "; give a matrix YAML file (docs/matrix.md).")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise GptbenchError(f"matrix file {p} is not UTF-8 text (byte {e.start}: {e.reason}); a matrix is a "
+                            "YAML file (docs/matrix.md).") from None
+    except OSError as e:
+        raise GptbenchError(f"cannot read matrix file {p}: {e.strerror or e}.") from None
     return parse(text, str(p)), text
 
 

@@ -6,21 +6,55 @@ other commands (and the low-RAM box) never need.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
-import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import workloads
 from gptspec.errors import GptbenchError
+from gptspec.files import write_private
 from reports.rundir import read_records
-from suite import env
+from suite import env, tempdirs
 from suite.store import RunStore
 
 
 def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None) -> int:
+    # what a driver or runner killed with SIGKILL left: Ray's agents, temp dirs, a cell's helpers
+    for folder in tempdirs.sweep(tempdirs.DRIVER_PREFIX, "/tmp") + tempdirs.sweep(tempdirs.CELL_PREFIX):
+        print(f"removed {folder}, left by a gptbench process that was killed, and ended its processes",
+              file=sys.stderr)
+    temp_dir = None if address else tempdirs.make(tempdirs.DRIVER_PREFIX, "/tmp")
+    local = _local_ray_env(temp_dir) if temp_dir else {}
+    before = {k: os.environ.get(k) for k in local}
+    try:
+        os.environ.update(local)  # before Ray is imported: it reads these once
+        return _run(matrix_path, address, out, resume, temp_dir)
+    finally:
+        for k, v in before.items():  # this process's environment as it was (a caller's, a test's)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _local_ray_env(temp_dir: Path) -> dict:
+    """The local one-node Ray of a run without --address: its own token, mode 0600, in its
+    temp dir (Ray would write ~/.ray/auth_token world-readable); every port on loopback
+    (Ray's single-machine mode, its default on macOS: the node's address is 127.0.0.1, so
+    the dashboard's and the agents' metrics servers bind to it); and the marker by which a
+    later run finds what is left of this one after a SIGKILL (suite/tempdirs.py)."""
+    token = write_private(temp_dir / "auth_token", uuid.uuid4().hex)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", tempdirs.MARKER: str(temp_dir)}
+
+
+def _run(matrix_path, address, out, resume, temp_dir) -> int:
     from suite import dispatch
     from suite import matrix as M
 
@@ -29,6 +63,8 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
         if matrix_path:
             raise GptbenchError("--resume runs the matrix recorded in the run directory; give no MATRIX with it.")
         store = RunStore.open(resume)
+        for note in store.notes:
+            print(note, file=sys.stderr)
         info = store.run_info()
         if info["code_version"] != code_version:
             store.close()
@@ -42,16 +78,13 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
                                           "matrix": mx.model_dump(mode="json")}, text)
     import ray
 
-    temp_dir = None if address else tempfile.mkdtemp(prefix="gbr", dir="/tmp")  # short: unix socket paths
     try:
         with store:
-            print(dispatch.connect(address, temp_dir), file=sys.stderr)
+            print(dispatch.connect(address, str(temp_dir) if temp_dir else None), file=sys.stderr)
             outcome = _run_with_bar(mx, store, code_version)
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        if temp_dir:
-            shutil.rmtree(temp_dir, ignore_errors=True)
     print(f"{outcome.written} record(s) written, {outcome.skipped} already there, of {outcome.total} cells: "
           + ", ".join(f"{k} {v}" for k, v in sorted(outcome.statuses.items())), file=sys.stderr)
     if outcome.dispatch_s:

@@ -2,10 +2,11 @@
 
 run_cell is what the Ray task calls. It spawns `python -m suite.cell` in a new session
 (process group) with the thread counts set, then polls: the child's exit (os.wait4), the
-wall clock (timeout: SIGTERM to the group, SIGKILL after a grace), and the RSS of the
-child's process tree against the memory budget (oom: SIGKILL at once, with the peak). A
-child that dies without writing its part of the record (segfault, OOM killer, kill) gets
-one written here. See docs/records.md.
+wall clock (timeout: SIGTERM to the cell's processes, SIGKILL after a grace), and the RSS
+of the cell's processes against the memory budget (oom: SIGKILL at once, with the peak).
+The cell's processes are every one it started, those in sessions of their own included
+(suite/proctree.py); all of them end with the cell. A child that dies without writing its
+part of the record (segfault, OOM killer, kill) gets one written here. See docs/records.md.
 
 Peak RSS is the kernel's high-water mark of the child's program (VmHWM): reported by the
 child at its end, or the last value polled here if it was killed. wait4's ru_maxrss is
@@ -23,17 +24,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
-from suite import calibrate, env
+from suite import calibrate, env, tempdirs
 from suite.cell import Cell, measure, vm_hwm_mb
+from suite.proctree import CellTree, become_subreaper
 from suite.record import Limits, Record, now
 
 POLL_S = 0.01
@@ -46,28 +46,9 @@ def _maxrss_mb(usage) -> float:
     return usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
 
 
-def _tree_rss_mb(proc: psutil.Process, kids: list) -> float:
-    total = 0
-    for p in [proc, *kids]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:  # exited between the scan and now
-            pass
-    return total / 2**20
-
-
-def _kill_group(pgid: int, sig) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _supervise(proc: subprocess.Popen, budget_mb, timeout_s, poll_s):
-    """Wait for proc; kill it on timeout or over budget. Returns (wait status, rusage,
-    killed_for, sampled tree peak MB, last polled VmHWM MB of the child)."""
-    ps = psutil.Process(proc.pid)
-    kids: list = []
+def _supervise(proc: subprocess.Popen, tree: CellTree, budget_mb, timeout_s, poll_s):
+    """Wait for proc; kill its whole tree on timeout or over budget. Returns (wait status,
+    rusage, killed_for, sampled tree peak MB, last polled VmHWM MB of the child)."""
     deadline = time.monotonic() + timeout_s if timeout_s else None
     killed_for, sampled_peak, hwm, n = None, 0.0, None, 0
     term_sent_at = None
@@ -77,21 +58,20 @@ def _supervise(proc: subprocess.Popen, budget_mb, timeout_s, poll_s):
             return status, usage, killed_for, sampled_peak, hwm
         hwm = vm_hwm_mb(proc.pid) or hwm  # None once the child is a zombie
         if n % TREE_EVERY == 0:
-            try:
-                kids = ps.children(recursive=True)
-            except psutil.Error:
-                kids = []
+            tree.scan()
         n += 1
-        rss = _tree_rss_mb(ps, kids)
+        rss = tree.rss_mb()
         sampled_peak = max(sampled_peak, rss)
         if killed_for is None and budget_mb and rss > budget_mb:
             killed_for = "oom"
-            _kill_group(proc.pid, signal.SIGKILL)  # memory is short now: no grace
+            tree.scan()
+            tree.signal(signal.SIGKILL)  # memory is short now: no grace
         elif killed_for is None and deadline and time.monotonic() > deadline:
             killed_for, term_sent_at = "timeout", time.monotonic()
-            _kill_group(proc.pid, signal.SIGTERM)
+            tree.scan()
+            tree.signal(signal.SIGTERM)
         elif term_sent_at and time.monotonic() - term_sent_at > GRACE_S:
-            _kill_group(proc.pid, signal.SIGKILL)
+            tree.signal(signal.SIGKILL)
             term_sent_at = None
         time.sleep(poll_s)
 
@@ -125,8 +105,9 @@ def _before_exec(threads: int):
     return run
 
 
-def _child_env(threads: int, extra: dict | None) -> dict:
-    child = {**os.environ, **(extra or {}), **env.thread_env(threads)}
+def _child_env(threads: int, extra: dict | None, folder: Path) -> dict:
+    # the marker: what the cell started is found by it after a killed runner (suite/tempdirs.py)
+    child = {**os.environ, **(extra or {}), **env.thread_env(threads), tempdirs.MARKER: str(folder)}
     repo = str(env.REPO)  # `python -m suite.cell` works from any cwd, installed or not
     child["PYTHONPATH"] = os.pathsep.join(p for p in (repo, child.get("PYTHONPATH")) if p)
     return child
@@ -142,7 +123,10 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
     record = Record.start(cell, limits)
     peak_flops, record.calibration_error = calibrate.host_peak(cell.device, cell.dtype)
 
-    with tempfile.TemporaryDirectory(prefix="gptbench-cell-") as tmp:
+    become_subreaper()  # orphans of the cell come back to this process, not to init
+    tempdirs.sweep(tempdirs.CELL_PREFIX)  # what a runner killed before its cleanup left behind
+    tmp = tempdirs.make(tempdirs.CELL_PREFIX)
+    try:
         payload_path, record_path = Path(tmp, "payload.json"), Path(tmp, "record.json")
         payload_path.write_text(json.dumps({"cell": cell.to_dict(), "limits": limits.to_dict(),
                                             "peak_flops_per_s": peak_flops}))
@@ -150,19 +134,22 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
         t0 = time.perf_counter()
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
-                                    stdout=out, stderr=err, env=_child_env(limits.threads, extra_env),
+                                    stdout=out, stderr=err, env=_child_env(limits.threads, extra_env, tmp),
                                     start_new_session=True, preexec_fn=_before_exec(limits.threads))
-            status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, limits.budget_mb, limits.timeout_s,
-                                                                           poll_s)
+            tree = CellTree(proc.pid)
+            status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, tree, limits.budget_mb,
+                                                                           limits.timeout_s, poll_s)
         record.wall_s = time.perf_counter() - t0
         record.ended = now()
-        _kill_group(proc.pid, signal.SIGKILL)  # helpers the child left behind (compile workers)
+        tree.kill_all()  # helpers the child left behind (compile workers), in its session or their own
         record.update(peak_rss_mb=polled_hwm, peak_rss_sampled_mb=sampled_mb, ru_maxrss_mb=_maxrss_mb(usage),
                       exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                       signal=signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
                       stderr_tail=Path(tmp, "stderr").read_bytes()[-STDERR_TAIL:].decode(errors="replace"))
         child = Record.from_dict(json.loads(record_path.read_text())) \
             if record_path.exists() and not killed_for else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     if child is None:
         if record.peak_rss_mb is None:  # no /proc: the inflated bound is all there is

@@ -29,6 +29,7 @@ import psutil
 import ray.util
 
 from gptspec.errors import GptbenchError
+from gptspec.files import write_json_atomic, write_private
 from suite import inventory
 
 STATE = "sim.json"
@@ -143,9 +144,7 @@ def up(folder, dashboard: bool = False, nodes=None) -> dict:
     temp_dir = tempfile.mkdtemp(prefix="gbsim", dir="/tmp")
     state = {"address": None, "temp_dir": temp_dir, "nodes": [], "dashboard_url": None,
              "auth_token_path": str(folder / "auth_token")}
-    token = Path(state["auth_token_path"])
-    token.write_text(uuid.uuid4().hex)
-    token.chmod(0o600)
+    write_private(state["auth_token_path"], uuid.uuid4().hex)
     ports = _Ports()
     procs = {}
     try:
@@ -230,9 +229,7 @@ def _tail(path: Path, lines: int = 6) -> str:
 
 
 def _write_state(folder: Path, state: dict) -> None:
-    tmp = folder / f".{STATE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, folder / STATE)
+    write_json_atomic(folder / STATE, state, indent=1)
 
 
 def status(folder) -> dict | None:

@@ -15,13 +15,17 @@ from pathlib import Path
 
 from gptspec.errors import GptbenchError
 from gptspec.files import write_text_atomic
-from reports.rundir import CELLS, HOSTS, LOCK, MATRIX, RUN, read_hosts, read_records
+from reports.rundir import CELLS, HOSTS, LOCK, MATRIX, RUN, host_path, read_hosts, read_records
 from suite.record import now
 
 
 # --- the write side -----------------------------------------------------------------------
 class RunLocked(GptbenchError):
     """Another driver holds the run directory."""
+
+
+class StoreError(GptbenchError):
+    """The run directory cannot be written (a full disk, a read-only folder)."""
 
 
 class RunStore:
@@ -33,33 +37,46 @@ class RunStore:
     def __init__(self, run_dir, _lock_fd: int):
         self.dir = Path(run_dir)
         self._lock_fd = _lock_fd
-        _drop_torn_tail(self.dir / CELLS)
-        self._cells = open(self.dir / CELLS, "a", encoding="utf-8")
+        torn = _drop_torn_tail(self.dir / CELLS)
+        # what the driver should tell the user before it runs (a torn tail dropped)
+        self.notes = [f"{self.dir / CELLS} ended in a line cut short ({torn} bytes, a record whose write a crash "
+                      "interrupted); it was dropped, and its cell runs again."] if torn else []
+        self._cells = os.open(self.dir / CELLS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._hosts = set(read_hosts(self.dir))
 
     @classmethod
     def create(cls, run_dir, run_info: dict, matrix_text: str | None = None) -> "RunStore":
         folder = Path(run_dir)
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(f"--out {folder} is a file; give a new folder for the run.")
         if folder.exists() and any(p.name != LOCK for p in folder.iterdir()):
             raise GptbenchError(f"{folder} already holds files: give a new --out folder, or "
                                 f"`--resume {folder}` to finish the run that is there.")
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = _lock(folder)
-        write_text_atomic(folder / RUN, json.dumps({**run_info, "started": now(),
-                                                "driver_host": socket.gethostname()}, indent=1))
-        if matrix_text is not None:
-            write_text_atomic(folder / MATRIX, matrix_text)
-        (folder / HOSTS).mkdir(exist_ok=True)
-        return cls(folder, fd)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = _lock(folder)
+            write_text_atomic(folder / RUN, json.dumps({**run_info, "started": now(),
+                                                    "driver_host": socket.gethostname()}, indent=1))
+            if matrix_text is not None:
+                write_text_atomic(folder / MATRIX, matrix_text)
+            (folder / HOSTS).mkdir(exist_ok=True)
+            return cls(folder, fd)
+        except OSError as e:
+            raise StoreError(f"cannot start a run in {folder} ({e.strerror or e}); give an --out folder you can "
+                             "write to, on a disk with space.") from None
 
     @classmethod
     def open(cls, run_dir) -> "RunStore":
         folder = Path(run_dir)
         if not (folder / RUN).is_file():
             raise GptbenchError(f"cannot resume {folder}: it has no {RUN}, so it is not a gptbench run directory.")
-        fd = _lock(folder)
-        (folder / HOSTS).mkdir(exist_ok=True)
-        return cls(folder, fd)
+        try:
+            fd = _lock(folder)
+            (folder / HOSTS).mkdir(exist_ok=True)
+            return cls(folder, fd)
+        except OSError as e:
+            raise StoreError(f"cannot resume {folder}: it cannot be written ({e.strerror or e}); its records are "
+                             "untouched. Make the folder writable (or free space), then resume again.") from None
 
     def run_info(self) -> dict:
         return json.loads((self.dir / RUN).read_text())
@@ -69,20 +86,38 @@ class RunStore:
         return {r["cell_id"] for r in read_records(self.dir)}
 
     def append(self, record: dict) -> None:
-        """One record, one line, on disk before this returns (a crash after it loses nothing)."""
-        line = json.dumps(record, allow_nan=False, default=str)
-        self._cells.write(line + "\n")
-        self._cells.flush()
-        os.fsync(self._cells.fileno())
+        """One record, one line, on disk before this returns (a crash after it loses nothing).
+        When the disk is full or turns read-only, the line is taken back whole (the file ends
+        with the last complete record) and StoreError says what to do."""
+        data = (json.dumps(record, allow_nan=False, default=str) + "\n").encode()
+        size = os.fstat(self._cells).st_size
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._cells, data[written:])
+            os.fsync(self._cells)
+        except OSError as e:
+            try:
+                os.ftruncate(self._cells, size)
+            except OSError:
+                pass  # a part of the line stays: the next open drops it as a torn tail
+            raise StoreError(f"cannot append to {self.dir / CELLS} ({e.strerror or e}): the run stops here. Every "
+                             f"record written before is intact; free space, then `gptbench run --resume {self.dir}` "
+                             "runs the cells that have none.") from None
         host = record.get("host")
         fingerprint = record.get("host_fingerprint")
         if host and fingerprint and fingerprint not in self._hosts:
-            write_text_atomic(self.dir / HOSTS / f"{fingerprint}.json", json.dumps(host, indent=1))
+            try:
+                write_text_atomic(host_path(self.dir, fingerprint), json.dumps(host, indent=1))
+            except OSError as e:  # the record (which holds its host too) is on disk already
+                raise StoreError(f"cannot write {host_path(self.dir, fingerprint)} ({e.strerror or e}): the run "
+                                 f"stops here, every record intact; free space, then `gptbench run --resume "
+                                 f"{self.dir}`.") from None
             self._hosts.add(fingerprint)
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            self._cells.close()
+            os.close(self._cells)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
@@ -108,12 +143,16 @@ def _lock(folder: Path) -> int:
     return fd
 
 
-def _drop_torn_tail(path: Path) -> None:
+def _drop_torn_tail(path: Path) -> int:
     """A driver killed mid-write leaves a line without its newline: cut it off before
-    appending, or the next record would be glued to it. Its cell has no record, so it runs again."""
+    appending, or the next record would be glued to it. Its cell has no record, so it runs
+    again. Returns the bytes dropped."""
     if not path.is_file():
-        return
+        return 0
     with open(path, "rb+") as f:
         data = f.read()
         if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+            keep = data.rfind(b"\n") + 1
+            f.truncate(keep)
+            return len(data) - keep
+    return 0

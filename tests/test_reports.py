@@ -145,6 +145,20 @@ def test_doubled_speed_is_flagged_with_ratio_b_over_a(run_a, tmp_path):
     assert f'{int(metrics.flagged.sum())} flagged' in html
 
 
+def test_the_ratio_interval_and_flag_of_a_hand_computed_case():
+    from reports.compare import _row
+
+    # A: median 100 with quartiles [90, 110]; B: 150 with [140, 165] (a rate: higher is B faster)
+    row = _row("w", "tokens_per_s", (100.0, 90.0, 110.0), (150.0, 140.0, 165.0), "a", "b")
+    assert row["ratio"] == pytest.approx(1.5)
+    assert (row["ratio_low"], row["ratio_high"]) == pytest.approx((140 / 110, 165 / 90))  # 1.2727, 1.8333
+    assert row["flagged"]  # B's lowest quartile 140 is above A's highest, 110
+    row = _row("w", "tokens_per_s", (100.0, 90.0, 110.0), (104.0, 105.0, 120.0), "a", "b")
+    assert (row["ratio_low"], row["ratio_high"]) == pytest.approx((105 / 110, 120 / 90)) and not row["flagged"]
+    row = _row("w", "peak_rss_mb", (100.0, np.nan, np.nan), (150.0, np.nan, np.nan), "a", "b")
+    assert row["ratio_low"] == row["ratio_high"] == pytest.approx(1.5) and not row["flagged"]  # measured once
+
+
 def test_run_compared_with_itself_flags_nothing(run_a):
     metrics, changes = compare_runs(load_run(run_a), load_run(run_a))
     assert changes.empty and not metrics.flagged.any() and metrics.ratio.tolist() == pytest.approx([1.0] * len(metrics))

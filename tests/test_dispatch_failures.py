@@ -1,0 +1,212 @@
+"""The dispatcher's failure paths, without a Ray pool: a fake `ray` (nodes, wait, get,
+cancel) and a fake cell task stand in for the pool, and raise Ray's own exception classes
+where a real pool would (suite/dispatch.py `_collect`, `nodes_after_loss`, the deadline in
+`run_matrix`). The run directory is the real one (suite/store.py). The same paths on a
+real pool: tests/test_dispatch.py (slow)."""
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import ray.exceptions as E
+
+from reports.rundir import CELLS, read_records
+from suite import dispatch
+from suite import matrix as M
+from suite.cell import Cell
+from suite.record import Limits, Record
+from suite.store import RunStore, StoreError
+
+CODE = "test-code"
+NODE = {"NodeID": "n" * 56, "NodeManagerAddress": "127.0.0.1", "NodeManagerPort": 0, "Alive": True,
+        "Labels": {"gptbench/class": "local"}, "Resources": {"bench_slot": 1.0, "CPU": 2.0}}
+MATRIX = """
+name: failures
+backends: [numpy]
+workloads: {train: {options: {steps: 2}}}
+specs: [tiny]
+seeds: [0, 1, 2, 3, 4]
+timeout_s: 60
+host_classes:
+  local: {labels: {gptbench/class: local}, budget_mb: 1000}
+"""
+
+
+def ok_record(cell: Cell, cell_id: str) -> dict:
+    """What a cell task returns for a cell that ran to its end."""
+    return Record.from_driver(cell, cell_id, CODE, Limits(), "ok", None, wall_s=0.5, workload_s=0.3).to_dict()
+
+
+class FakeRay:
+    """ray.nodes / wait / get / cancel over scripted outcomes: per cell seed, one outcome per
+    attempt -- "ok", "hang" (never ready), or an exception instance get() raises. `events`
+    is the order of what happened: ("submit", seed), ("fsync", path), ("cancel", seed)."""
+
+    def __init__(self, outcomes: dict, nodes=(NODE,), events=None):
+        self.outcomes = {seed: list(o) for seed, o in outcomes.items()}
+        self.node_list = [dict(n) for n in nodes]
+        self.events = events if events is not None else []
+        self.after_loss_nodes = None  # the pool as it is once a loss was seen
+        self.interrupt_after = None   # KeyboardInterrupt once cells.jsonl has this many lines
+        self.store_dir = None
+
+    # the cell task
+    def options(self, **opts):
+        return self
+
+    def remote(self, cell_dict, cell_id, code_version, limits):
+        cell = Cell.from_dict(cell_dict)
+        self.events.append(("submit", cell.seed))
+        return _Ref(cell, cell_id, self.outcomes[cell.seed].pop(0))
+
+    # ray
+    def nodes(self):
+        return self.node_list
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        if self.interrupt_after is not None and \
+                len((self.store_dir / CELLS).read_text().splitlines()) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        ready = [r for r in refs if r.outcome != "hang"][:num_returns]
+        return ready, [r for r in refs if r not in ready]
+
+    def get(self, ref, timeout=None):
+        if isinstance(ref.outcome, BaseException):
+            if self.after_loss_nodes is not None:
+                self.node_list = self.after_loss_nodes
+            raise ref.outcome
+        return ok_record(ref.cell, ref.cell_id)
+
+    def cancel(self, ref, force=False):
+        self.events.append(("cancel", ref.cell.seed))
+
+
+class _Ref:
+    def __init__(self, cell, cell_id, outcome):
+        self.cell, self.cell_id, self.outcome = cell, cell_id, outcome
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """install(outcomes) -> the FakeRay in place of ray and the cell task; fsyncs are logged
+    into its events with the file they were for."""
+    events = []
+    real_fsync = os.fsync
+
+    def spy_fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fsync(fd)
+
+    def install(outcomes, **kw):
+        ray = FakeRay(outcomes, events=events, **kw)
+        monkeypatch.setattr(dispatch, "ray", ray)
+        monkeypatch.setattr(dispatch, "cell_task", ray)
+        monkeypatch.setattr(os, "fsync", spy_fsync)
+        return ray
+
+    return install
+
+
+def _run(tmp_path, ray, matrix=MATRIX, resume=False):
+    mx = M.parse(matrix, "m.yaml")
+    run_dir = tmp_path / "run"
+    store = RunStore.open(run_dir) if resume else \
+        RunStore.create(run_dir, {"code_version": CODE, "matrix": mx.model_dump(mode="json")})
+    ray.store_dir = run_dir
+    with store:
+        outcome = dispatch.run_matrix(mx, store, CODE, log=lambda line: None)
+    return outcome, {r["seed"]: r for r in read_records(run_dir)}
+
+
+# --- each error the dispatcher maps, and the record it becomes ------------------------------------
+def test_each_ray_failure_becomes_its_record(fake, tmp_path):
+    ray = fake({0: ["ok"],
+                1: [E.OutOfMemoryError("Task was killed due to the node running low on memory.")],
+                2: [E.WorkerCrashedError(), "ok"],  # lost once: retried, then fine
+                3: [E.NodeDiedError("node n died"), E.WorkerCrashedError()],  # lost twice: crash
+                4: [E.RayTaskError("cell_task", "Traceback: boom", RuntimeError("boom"))]})
+    out, records = _run(tmp_path, ray)
+    assert out.written == 5 and not out.interrupted
+    assert records[0]["status"] == "ok" and records[0]["attempts"] == 1
+    assert records[1]["status"] == "oom" and records[1]["attempts"] == 1
+    assert records[1]["reason"].startswith("Ray's memory monitor killed the task's worker")
+    assert records[2]["status"] == "ok" and records[2]["attempts"] == 2
+    assert records[3]["status"] == "crash" and records[3]["attempts"] == 2
+    assert records[3]["reason"] == "lost its node or worker 2 time(s) (WorkerCrashedError); not retried again"
+    assert records[4]["status"] == "crash" and records[4]["reason"] == "the Ray task failed: RayTaskError"
+    assert "boom" in records[4]["traceback"]
+    # one slot; a lost cell goes back to the front of the queue: retried at once, once
+    assert [seed for what, seed in ray.events if what == "submit"] == [0, 1, 2, 2, 3, 3, 4]
+
+
+def test_a_lost_node_whose_class_has_no_node_left_becomes_no_host(fake, tmp_path):
+    ray = fake({s: [E.NodeDiedError("the node running this task died")] for s in range(5)})
+    ray.after_loss_nodes = []  # the only node of class local is gone
+    out, records = _run(tmp_path, ray)
+    assert out.written == 5
+    assert records[0]["status"] == "no_host" and records[0]["attempts"] == 1
+    assert records[0]["reason"].startswith("after losing a node: host class 'local': no live node has label "
+                                           "gptbench/class=local")
+    assert {r["status"] for r in records.values()} == {"no_host"}
+    assert [e for e in ray.events if e[0] == "submit"] == [("submit", 0)]  # nothing sent to a pool without it
+
+
+def test_a_task_past_its_deadline_is_cancelled_and_recorded_as_timeout(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch, "START_GRACE_S", 0.0)  # deadline: 2 x timeout_s
+    ray = fake({0: ["hang"], 1: ["ok"], 2: ["ok"], 3: ["ok"], 4: ["ok"]})
+    out, records = _run(tmp_path, ray, MATRIX.replace("timeout_s: 60", "timeout_s: 0.05"))
+    assert records[0]["status"] == "timeout" and ("cancel", 0) in ray.events
+    assert records[0]["reason"].startswith("dispatch: no result within 0 s of submission")
+    assert [records[s]["status"] for s in range(1, 5)] == ["ok"] * 4
+
+
+# --- durability: each record on disk before the next cell goes out --------------------------------
+def test_each_record_is_fsynced_before_the_next_cell_is_dispatched(fake, tmp_path):
+    ray = fake({s: ["ok"] for s in range(5)})
+    _run(tmp_path, ray)
+    order = [e for e in ray.events if e[0] == "submit" or e == ("fsync", CELLS)]
+    # one slot: submit a cell, its record reaches the disk, only then the next submission
+    assert order == [e for s in range(5) for e in (("submit", s), ("fsync", CELLS))]
+
+
+# --- resume: failed cells are finished cells -------------------------------------------------------
+def test_resume_runs_only_the_cells_without_a_record_and_repeats_none(fake, tmp_path):
+    matrix = MATRIX + "  cloud: {labels: {gptbench/class: cloud}, budget_mb: 1000}\n"  # no node has it: no_host
+    ray = fake({0: ["ok", "ok"], 1: [E.RayTaskError("cell_task", "tb", RuntimeError("x")), "ok"],
+                2: [E.OutOfMemoryError("killed"), "ok"], 3: ["ok", "ok"], 4: ["ok", "ok"]})
+    ray.interrupt_after = 5 + 3  # the five no_host records at pre-flight, then crash, oom and one ok
+    first, _ = _run(tmp_path, ray, matrix)
+    assert first.interrupted
+    before = read_records(tmp_path / "run")
+    assert sorted(r["status"] for r in before) == ["crash", "no_host", "no_host", "no_host", "no_host", "no_host",
+                                                   "ok", "oom"]
+    ray.interrupt_after, ray.events[:] = None, []
+    second, _ = _run(tmp_path, ray, matrix, resume=True)
+    records = read_records(tmp_path / "run")
+    ids = [r["cell_id"] for r in records]
+    assert len(ids) == len(set(ids)) == 10  # every cell once: 5 seeds x 2 classes
+    assert records[:8] == before  # the first run's records, untouched
+    assert second.skipped == 8 and second.written == 2
+    assert sorted(seed for what, seed in ray.events if what == "submit") == [3, 4]  # only what had no record
+
+
+def test_a_full_disk_mid_run_stops_it_with_every_record_whole_then_resume_finishes(fake, tmp_path, monkeypatch):
+    ray = fake({s: ["ok", "ok"] for s in range(5)})
+    real_write, lines = os.write, []
+
+    def write(fd, data):  # the third record finds the disk full
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).name == CELLS:
+            lines.append(data)
+            if len(lines) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(StoreError, match=f"No space left on device.*gptbench run --resume {tmp_path / 'run'}"):
+        _run(tmp_path, ray)
+    monkeypatch.setattr(os, "write", real_write)
+    assert [r["seed"] for r in read_records(tmp_path / "run")] == [0, 1]
+    out, records = _run(tmp_path, ray, resume=True)
+    assert out.skipped == 2 and out.written == 3 and sorted(records) == [0, 1, 2, 3, 4]
+    assert len(read_records(tmp_path / "run")) == 5
