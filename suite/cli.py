@@ -147,7 +147,8 @@ def cmd_train(args) -> int:
     options = {"steps": args.steps, "lr_warmup_steps": min(args.lr_warmup, args.steps),
                "eval_interval": args.eval_interval, "eval_batches": args.eval_batches, "corpus": args.corpus,
                "tokenizer": args.tokenizer}
-    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
+    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr),
+                                      ("target_val_loss", args.target_val_loss)) if v is not None})
     cell = Cell.make(args.backend, "train", spec, dtype=args.dtype, device=args.device, seed=args.seed,
                      options=options)
     every = max(1, args.steps // 10)
@@ -192,6 +193,8 @@ def _writable_dir(path):
 
 
 def _print_train_summary(r: dict, out) -> None:
+    from workloads import train
+
     m = r["metrics"]
     print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
     if r.get("traceback"):
@@ -206,6 +209,8 @@ def _print_train_summary(r: dict, out) -> None:
         print(f"tokens/s {m['tokens_per_s']:,.0f} (median; quartiles {m['tokens_per_s_q1']:,.0f}-"
               f"{m['tokens_per_s_q3']:,.0f})  step {m['step_ms_median']:.1f} ms  "
               f"model {m['model_flops_per_s'] / 1e9:.2f} GFLOP/s")
+    for line in train.summary_lines(m):
+        print(line)
     if out:
         print(f"saved {out}/weights.safetensors and {out}/record.json")
 
@@ -459,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
     s.add_argument("--eval-interval", type=int, default=0)
     s.add_argument("--eval-batches", type=int, default=4)
+    s.add_argument("--target-val-loss", type=float, default=None,
+                   help="time the training to this validation loss; default: the corpus's (docs/records.md)")
     s.add_argument("--out", default=None, help="folder for weights.safetensors and record.json")
     s.add_argument("--json", action="store_true", help="print the record as one JSON line")
     s.set_defaults(func=cmd_train)
