@@ -414,6 +414,12 @@ def cmd_report(args) -> int:
     print(f"wrote {out}")
     for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
         print(f"wrote {path}")
+    if args.headline_md:
+        from gptspec.files import write_text_atomic
+        from reports.headline import headline
+        from reports.rundir import read_records
+
+        print(f"wrote {write_text_atomic(args.headline_md, headline(read_records(args.run_dir)).markdown())}")
     return 0
 
 
@@ -538,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
     s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
     s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
+    s.add_argument("--headline-md", default=None, metavar="FILE",
+                   help="also write the headline table and its winner sentences as Markdown to this file")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
