@@ -34,15 +34,15 @@ def _headline(page: Page, run: Run) -> None:
     if not h.rows:
         parts.append("<p>No training cell in this run.</p>")
         return
-    parts.append("".join(f"<p><b>{esc(s)}</b></p>" for s in h.sentences) + f'<p class="meta">{esc(RULE)}</p>')
     text = h.text()
     ok = [r["status"] == "ok" for r in h.rows]
     if len(text) <= OPEN_FAILURES:
         parts.append(table(text))
-        return
-    # a large run: the rows that ended ok, then the rest folded
-    parts.append(table(text[ok]) + f"<details><summary>{len(text) - sum(ok)} rows that did not end ok</summary>"
-                 + table(text[[not x for x in ok]]) + "</details>")
+    else:  # a large run: the rows that ended ok, then the rest folded
+        parts.append(table(text[ok]) + f"<details><summary>{len(text) - sum(ok)} rows that did not end ok</summary>"
+                     + table(text[[not x for x in ok]]) + "</details>")
+    # under the table: the winner per host, then the rule it was ranked by
+    parts.append("".join(f"<p><b>{esc(s)}</b></p>" for s in h.sentences) + f'<p class="meta">{esc(RULE)}</p>')
 
 
 def _status(page: Page, run: Run) -> None:

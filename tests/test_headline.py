@@ -133,6 +133,8 @@ def test_text_and_markdown(table, tmp_path):
     assert by_backend[("box", "triton", "float32")][10] == "812 / 700 MB"
     gpu = by_backend[("gpu", "torch (cuda)", "float32")]
     assert gpu[10] == "GPU 5,000 / 12,288 MB" and gpu[11] == "1 (by tokens/s)"
+    compiled = headline([rec("compile", metrics={**trained(3.0), "compile_s": 2.5})]).text().iloc[0]
+    assert compiled["time to target"] == "3 s (step 100), compile 2.5 s of it"
 
     md = h.markdown().splitlines()
     assert md[0] == "| " + " | ".join(TEXT_COLUMNS) + " |" and md[1] == "|" + " --- |" * 11

@@ -120,6 +120,7 @@ def test_the_page_opens_with_the_headline(page):
     body = page.split('<section id="headline">')[1].split("</section>")[0]
     h = headline(records_list())
     assert table(h.text()) in body and all(esc(s) in body for s in h.sentences) and esc(RULE) in body
+    assert body.index("</table>") < body.index(esc(h.sentences[0]))  # the sentence under the table
 
 
 def _panel(trace: dict) -> int:
