@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from reports.facets import Facets
 from reports.load import STATUS_ORDER
 
 STATUS_COLOURS = {"ok": "#2ca02c", "unavailable": "#bdbdbd", "no_host": "#9e9e9e", "nonconformant": "#9467bd",
@@ -114,66 +115,106 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
     return out
 
 
-def _bars(cells: pd.DataFrame, value: str, low: str | None, high: str | None, ytitle: str, scale: float = 1.0):
-    """Grouped bars: x = host / spec, one colour per cell label, error bars from low to high."""
-    fig = go.Figure()
-    cells = cells.assign(x=cells.host + " / " + cells.spec)
-    for label, g in cells.groupby("label", sort=True):
-        y = g[value] * scale
-        trace = dict(x=g.x.tolist(), y=_clean(y), name=label, customdata=g.cell_id.tolist(),
-                     hovertemplate=f"{label}<br>%{{x}}<br>%{{y:,.4g}}<extra>%{{customdata}}</extra>")
+def _x(df: pd.DataFrame) -> pd.Series:
+    """A panel's x: the implementation, and its device when not the CPU."""
+    return df.impl + np.where(df.device.fillna("cpu") == "cpu", "", " (" + df.device.fillna("") + ")")
+
+
+def _series(df: pd.DataFrame) -> pd.Series:
+    return df.dtype.astype(str)
+
+
+def _facet_bars(cells: pd.DataFrame, value: str, low: str | None, high: str | None, ytitle: str,
+                scale: float = 1.0) -> go.Figure:
+    """A panel per (host, spec), a bar per implementation, a colour per dtype. Cells sharing a
+    bar (seeds, repeats) are pooled: the median of their values, whiskers from the lowest low
+    to the highest high (one cell: its own quartiles)."""
+    cells = cells.assign(x=_x(cells), series=_series(cells), lo=cells[low] if low else np.nan,
+                         hi=cells[high] if high else np.nan)
+    bars = cells.groupby(["host", "spec", "series", "x"], sort=True).agg(
+        y=(value, "median"), lo=("lo", "min"), hi=("hi", "max"), n=("cell_id", "size"),
+        ids=("cell_id", lambda c: " ".join(i[:6] for i in c))).reset_index()
+    keys = sorted(set(zip(bars.host, bars.spec)))
+    facets = Facets(keys, sorted(bars.series.unique()), ytitle)
+    for (host, spec, series), g in bars.groupby(["host", "spec", "series"], sort=True):
+        y = g.y * scale
+        trace = dict(type="bar", x=g.x.tolist(), y=_clean(y), customdata=list(zip(g.n.tolist(), g.ids.tolist())),
+                     hovertemplate=f"%{{x}} {series}<br>{host} · {spec}<br>%{{y:,.4g}}"
+                                   "<br>%{customdata[0]} cell(s): %{customdata[1]}<extra></extra>")
         if low and high:
-            trace["error_y"] = dict(type="data", symmetric=False, array=_clean(g[high] * scale - y),
-                                    arrayminus=_clean(y - g[low] * scale))
-        fig.add_trace(go.Bar(**trace))
-    return _layout(fig, barmode="group", yaxis_title=ytitle)
+            trace["error_y"] = dict(type="data", symmetric=False, array=_clean(g.hi * scale - y),
+                                    arrayminus=_clean(y - g.lo * scale))
+        facets.add((host, spec), series, trace)
+    return facets.figure(barmode="group")
 
 
 def throughput(cells: pd.DataFrame) -> list:
-    """tokens/s per host and backend: training (median step, quartile error bars) and
-    decoding (median token, quartiles of the per-token times); MFU of training."""
+    """tokens/s per (host, spec) panel, a bar per implementation and a colour per dtype: training
+    (median step, quartile whiskers) and decoding (median token, quartiles of the per-token
+    times); MFU of training."""
     out = []
     ok = cells[cells.status == "ok"]
     train = ok[ok.workload == "train"].dropna(subset=["tokens_per_s"]) if "tokens_per_s" in ok else ok.iloc[:0]
     if not train.empty:
-        out.append(("Training throughput (tokens/s, median step; bars: quartiles)",
-                    _bars(train, "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "tokens/s")))
+        out.append(("Training throughput (tokens/s, median step; whiskers: quartiles)",
+                    _facet_bars(train, "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "tokens/s")))
         with_mfu = train.dropna(subset=["mfu"])
         if not with_mfu.empty:
-            fig = _bars(with_mfu, "mfu", None, None, "MFU (%)", scale=100.0)
-            out.append(("MFU (% of each host's calibrated GEMM peak for the cell's dtype)", fig))
+            out.append(("MFU (% of each host's calibrated GEMM peak for the cell's dtype)",
+                        _facet_bars(with_mfu, "mfu", None, None, "MFU (%)", scale=100.0)))
     gen = ok[ok.workload == "generate"]
     if not gen.empty and "decode_tokens_per_s" in gen:
         gen = gen.dropna(subset=["decode_tokens_per_s"])
         # per-token time quartiles -> tokens/s quartiles (the slow quartile is the low one)
         gen = gen.assign(decode_q1=1e3 / gen.token_ms_q3, decode_q3=1e3 / gen.token_ms_q1)
-        out.append(("Decoding throughput (tokens/s per sequence, median token; bars: quartiles)",
-                    _bars(gen, "decode_tokens_per_s", "decode_q1", "decode_q3", "tokens/s")))
+        out.append(("Decoding throughput (tokens/s per sequence, median token; whiskers: quartiles)",
+                    _facet_bars(gen, "decode_tokens_per_s", "decode_q1", "decode_q3", "tokens/s")))
     return out
 
 
 def memory(cells: pd.DataFrame) -> list:
-    """Per host: every cell's measured peak next to its estimate, and the host's budget."""
+    """Peak against budget: a panel per (host, spec), a point per cell at its implementation,
+    a colour per workload; RAM peaks as circles, GPU peaks as diamonds, a cell that did not end
+    ok as an x; the host's RAM (and VRAM) budget dashed. Then the estimate's error: measured
+    peak / estimate per implementation and workload."""
     out = []
     ran = cells.dropna(subset=["peak_rss_mb"])
-    for host, g in ran.groupby("host", sort=True):
-        x = (g.workload + " " + g.backend + " " + g.spec + " " + g.dtype + " " + g.cell_id.str[:6]).tolist()
-        fig = go.Figure()
-        fig.add_trace(go.Bar(x=x, y=_clean(g.peak_rss_mb), name="measured peak RSS (MB)", marker_color="#1f77b4",
-                             customdata=g.status.tolist(), hovertemplate="%{x}<br>%{y:.1f} MB (%{customdata})<extra></extra>"))
-        fig.add_trace(go.Bar(x=x, y=_clean(g.memory_estimate_mb), name="estimate (MB)", marker_color="#aec7e8"))
-        if g.gpu_peak_allocated_mb.notna().any():
-            fig.add_trace(go.Bar(x=x, y=_clean(g.gpu_peak_allocated_mb), name="GPU peak allocated (MB)",
-                                 marker_color="#2ca02c"))
-            fig.add_trace(go.Bar(x=x, y=_clean(g.gpu_memory_estimate_mb), name="GPU estimate (MB)",
-                                 marker_color="#98df8a"))
+    if ran.empty:
+        return out
+    ran = ran.assign(x=_x(ran))
+    keys = sorted(set(zip(ran.host, ran.spec)))
+    # log: a 50 MB cell and a 64 GB budget in one panel
+    facets = Facets(keys, sorted(ran.workload.unique()), "MB", log_y=True)
+    for (host, spec, workload), g in ran.groupby(["host", "spec", "workload"], sort=True):
+        for col, kind, symbol in (("peak_rss_mb", "RAM", "circle"), ("gpu_peak_allocated_mb", "GPU", "diamond")):
+            shown = g.dropna(subset=[col])
+            if shown.empty:
+                continue
+            facets.add((host, spec), workload, dict(
+                type="scatter", x=shown.x.tolist(), y=_clean(shown[col]), mode="markers",
+                marker=dict(symbol=[symbol if st == "ok" else "x" for st in shown.status], size=9,
+                            line=dict(width=1, color="white")),
+                customdata=list(zip(shown.dtype.tolist(), shown.status.tolist(), _clean(shown.memory_estimate_mb),
+                                    shown.cell_id.tolist())),
+                hovertemplate=f"%{{x}} %{{customdata[0]}} {workload}<br>{kind} peak %{{y:,.1f}} MB "
+                              "(estimate %{customdata[2]:,.0f} MB)<br>%{customdata[1]}<extra>%{customdata[3]}</extra>"))
+    for (host, spec), g in ran.groupby(["host", "spec"], sort=True):
         for col, name, colour in (("budget_mb", "RAM budget", "#d62728"), ("gpu_budget_mb", "GPU budget", "#2ca02c")):
             for budget in g[col].dropna().unique():
-                fig.add_hline(y=float(budget), line=dict(color=colour, dash="dash"),
-                              annotation_text=f"{name} {budget:,.0f} MB", annotation_position="top left")
-        _layout(fig, barmode="group", yaxis_title="MB", xaxis=dict(tickangle=-40, tickfont=dict(size=9)),
-                height=HEIGHT + 80)
-        out.append((f"Memory on {host}: measured peak vs estimate vs budget", fig))
+                facets.hline((host, spec), float(budget), f"{name} {budget:,.0f} MB", colour)
+    out.append(("Peak memory against the host's budget (MB, log; circle: RAM, diamond: GPU, x: not ok)",
+                facets.figure(scattermode="group")))
+    est = ran.dropna(subset=["memory_ratio"])
+    if not est.empty:
+        colours = qualitative.Plotly
+        boxes = [dict(type="box", x=g.x.tolist(), y=_clean(g.memory_ratio), name=workload, boxpoints="all", jitter=0.4,
+                      pointpos=0, marker=dict(size=4, color=colours[i % len(colours)]), customdata=g.cell_id.tolist(),
+                      hovertemplate="%{x}<br>peak / estimate %{y:.2f}<extra>%{customdata}</extra>")
+                 for i, (workload, g) in enumerate(est.groupby("workload", sort=True))]
+        fig = go.Figure(data=boxes)
+        fig.add_hline(y=1.0, line=dict(color="black", dash="dot"))
+        _layout(fig, boxmode="group", yaxis_title="measured peak / estimate", xaxis=dict(tickangle=-30))
+        out.append(("Memory estimate: measured peak RSS / estimate per implementation (1: exact)", fig))
     return out
 
 

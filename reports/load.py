@@ -47,9 +47,15 @@ def host_label(r: dict) -> str:
     return host.get("hostname") or (r.get("host_fingerprint") or "")[:8] or NO_HOST
 
 
+def impl_label(r: dict) -> str:
+    """The implementation's own name (record field `implementation`), else the backend as the
+    cell named it (a record of a cell that never ran has no implementation)."""
+    return (r.get("implementation") or {}).get("name") or r.get("backend") or "?"
+
+
 def cell_label(r: dict) -> str:
     """A trace name: the backend, and whatever else distinguishes cells sharing a figure."""
-    parts = [r["backend"], r.get("dtype", "float32")]
+    parts = [impl_label(r), r.get("dtype", "float32")]
     if r.get("device", "cpu") != "cpu":
         parts.append(r["device"])
     if r.get("seed"):
@@ -99,7 +105,7 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
         row = {"cell_id": r.get("cell_id"), "key": cell_key(r), "host": host_label(r),
                "host_fingerprint": r.get("host_fingerprint"), "backend": r.get("backend"),
                "workload": r.get("workload"), "spec": _spec_name(r), "dtype": r.get("dtype"),
-               "device": r.get("device"), "seed": r.get("seed"), "label": cell_label(r),
+               "device": r.get("device"), "seed": r.get("seed"), "impl": impl_label(r), "label": cell_label(r),
                "options": json.dumps(r.get("options") or {}, sort_keys=True),
                "status": r.get("status") or "crash", "reason": r.get("reason"), "traceback": r.get("traceback"),
                "code_version": r.get("code_version")}
@@ -108,7 +114,7 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
             row.update(_metric_columns(metric, m))
         rows.append(row)
     # the columns every section reads exist even in a run with no record yet
-    base = ["cell_id", "key", "host", "backend", "workload", "spec", "dtype", "device", "seed", "label", "status",
+    base = ["cell_id", "key", "host", "backend", "workload", "spec", "dtype", "device", "seed", "impl", "label", "status",
             "reason", "traceback", "code_version", *RECORD_SCALARS]
     df = pd.DataFrame(rows)
     return df.reindex(columns=list(df.columns) + [c for c in base if c not in df.columns])

@@ -9,6 +9,7 @@ import pandas as pd
 
 from reports import figures
 from reports.compare import compare_runs
+from reports.headline import RULE, headline
 from reports.html import Page, esc, table
 from reports.load import STATUS_ORDER, Run, load_run
 
@@ -24,6 +25,24 @@ def _header(run: Run) -> str:
     return (f'<p class="meta">run directory {esc(run.path)} · started {esc(info.get("started", "?"))} · driver '
             f'{esc(info.get("driver_host", "?"))} · code {esc(", ".join(versions) or info.get("code_version", "?"))}'
             f"<br>{len(cells)} cells: {chips}</p>")
+
+
+def _headline(page: Page, run: Run) -> None:
+    """The page opens with it: time to quality per host, ranked only where conformance passed."""
+    parts = page.section("headline", "Headline: time to target per host")
+    h = headline(run.records)
+    if not h.rows:
+        parts.append("<p>No training cell in this run.</p>")
+        return
+    text = h.text()
+    ok = [r["status"] == "ok" for r in h.rows]
+    if len(text) <= OPEN_FAILURES:
+        parts.append(table(text))
+    else:  # a large run: the rows that ended ok, then the rest folded
+        parts.append(table(text[ok]) + f"<details><summary>{len(text) - sum(ok)} rows that did not end ok</summary>"
+                     + table(text[[not x for x in ok]]) + "</details>")
+    # under the table: the winner per host, then the rule it was ranked by
+    parts.append("".join(f"<p><b>{esc(s)}</b></p>" for s in h.sentences) + f'<p class="meta">{esc(RULE)}</p>')
 
 
 def _status(page: Page, run: Run) -> None:
@@ -129,6 +148,7 @@ def build(run_dir, compare_dir=None) -> str:
     """The page's HTML for run_dir, with a comparison against compare_dir (run B) first."""
     run = load_run(run_dir)
     page = Page(f"gptbench report: {Path(run_dir).resolve().name}")
+    _headline(page, run)
     if compare_dir is not None:
         _comparison(page, run, load_run(compare_dir))
     _status(page, run)

@@ -147,7 +147,8 @@ def cmd_train(args) -> int:
     options = {"steps": args.steps, "lr_warmup_steps": min(args.lr_warmup, args.steps),
                "eval_interval": args.eval_interval, "eval_batches": args.eval_batches, "corpus": args.corpus,
                "tokenizer": args.tokenizer}
-    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None})
+    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr),
+                                      ("target_val_loss", args.target_val_loss)) if v is not None})
     cell = Cell.make(args.backend, "train", spec, dtype=args.dtype, device=args.device, seed=args.seed,
                      options=options)
     every = max(1, args.steps // 10)
@@ -228,6 +229,8 @@ def _write_or_explain(path, write, fallback: str | None = None) -> None:
 
 
 def _print_train_summary(r: dict, out) -> None:
+    from workloads import train
+
     m = r["metrics"]
     print(f"status {r['status']}" + (f": {r['reason']}" if r.get("reason") else ""))
     if r.get("traceback"):
@@ -242,6 +245,8 @@ def _print_train_summary(r: dict, out) -> None:
         print(f"tokens/s {m['tokens_per_s']:,.0f} (median; quartiles {m['tokens_per_s_q1']:,.0f}-"
               f"{m['tokens_per_s_q3']:,.0f})  step {m['step_ms_median']:.1f} ms  "
               f"model {m['model_flops_per_s'] / 1e9:.2f} GFLOP/s")
+    for line in train.summary_lines(m):
+        print(line)
     if out:
         print(f"saved {out}/weights.safetensors and {out}/record.json")
 
@@ -456,6 +461,12 @@ def cmd_report(args) -> int:
     print(f"wrote {out}")
     for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
         print(f"wrote {path}")
+    if args.headline_md:
+        from gptspec.files import write_text_atomic
+        from reports.headline import headline
+        from reports.rundir import read_records
+
+        print(f"wrote {write_text_atomic(args.headline_md, headline(read_records(args.run_dir)).markdown())}")
     return 0
 
 
@@ -514,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
     s.add_argument("--eval-interval", type=T.integer(0), default=0, help="steps between evaluations (0: at the end only)")
     s.add_argument("--eval-batches", type=T.integer(1), default=4)
+    s.add_argument("--target-val-loss", type=T.non_negative, default=None,
+                   help="time the training to this validation loss; default: the corpus's (docs/records.md)")
     s.add_argument("--out", default=None, help="folder for weights.safetensors and record.json")
     s.add_argument("--json", action="store_true", help="print the record as one JSON line")
     s.set_defaults(func=cmd_train)
@@ -596,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
     s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
     s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
+    s.add_argument("--headline-md", default=None, metavar="FILE",
+                   help="also write the headline table and its winner sentences as Markdown to this file")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")

@@ -166,3 +166,27 @@ def summary(run_dir: Path) -> None:
     if not console.is_terminal:  # job logs and pipes: no 80-column squeeze
         console = Console(highlight=False, width=160)
     console.print(table)
+    _print_headline(console, records)
+
+
+def _print_headline(console, records: list[dict]) -> None:
+    """The report's headline (reports/headline.py), last, where a terminal's eye lands."""
+    try:
+        from reports.headline import RULE, headline
+    except ImportError:  # pandas: the cluster and report extras bring it
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    h = headline(records)
+    if not h.rows:
+        return
+    text = h.text()
+    table = Table(title="headline: time to target per host")
+    for col in text.columns:
+        table.add_column(Text(col))  # Text: "[q1-q3]" is not rich markup
+    for row in text.itertuples(index=False):
+        table.add_row(*map(Text, row))
+    console.print(table)
+    for line in (RULE, *h.sentences):
+        console.print(Text(line))

@@ -132,6 +132,8 @@ def thousand(records: list[dict], n: int = 1000, seed: int = 0) -> list[dict]:
         r.update(cell_id=f"{i:016x}", host_class=host, budget_mb=budget, seed=i // 128)
         if r["workload"] != "attention":  # attention cells name a provider, kept as measured
             r["backend"] = backends[(i // 4) % len(backends)]
+            if r.get("implementation"):  # what reports label a cell by
+                r["implementation"] = {**r["implementation"], "name": r["backend"]}
         r["spec"] = {**r["spec"], "name": specs[(i // 32) % len(specs)]}
         m = r.get("metrics") or {}
         if "losses" in m:

@@ -15,11 +15,11 @@ import reports
 ARTIFACTS = Path(__file__).parent / "artifacts"
 RENDERED = "document.body && document.body.dataset.rendered"
 # per figure: its traces, and the marks plotly drew for them in the SVG (lines, bars,
-# markers, heatmap images), so a figure with data but nothing on screen fails
+# markers, boxes, heatmap images), so a figure with data but nothing on screen fails
 DRAWN = """[...document.querySelectorAll('div.figure')].map(gd => ({
   id: gd.id, title: gd.dataset.title, traces: (gd.data || []).length,
   marks: gd.querySelectorAll('.scatterlayer path.js-line, .scatterlayer path.point, .barlayer path, '
-                             + '.heatmaplayer image').length,
+                             + '.boxlayer path, .heatmaplayer image').length,
   width: gd.getBoundingClientRect().width, height: gd.getBoundingClientRect().height}))"""
 
 
@@ -53,7 +53,7 @@ def test_report_renders_offline_with_no_console_error(browser, tmp_path):
     page = reports.write_report(a, compare=b)
     seconds = open_report(browser, page)
     figs = assert_every_figure_drawn(browser)
-    assert len(figs) == 10  # the comparison, then the 9 figures of run A (test_reports.py)
+    assert len(figs) == 11  # the comparison, then the 10 figures of run A (test_reports.py)
     assert figs[0]["title"].startswith("Run B / run A") and figs[1]["title"].startswith("Status")
     # what the browser holds for the loss curve is the record's loss curve
     train = next(r for r in recs if r["workload"] == "train" and r["dtype"] == "float64")

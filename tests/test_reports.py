@@ -5,17 +5,23 @@ keep every record. (The page in a real browser: tests/test_report_browser.py.)""
 import json
 import math
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import plotly.io as pio
 import pytest
 from plotly.offline import get_plotlyjs
-from report_runs import rerun_records, run_a_records, scaled, write_run
+from report_runs import rerun_records, run_a_records, scaled, thousand, write_run
 
 import reports
+from reports import figures
 from reports.compare import compare_runs
 from reports.export import records_table
-from reports.load import load_run
+from reports.headline import RULE, headline
+from reports.html import Page, esc, table
+from reports.load import cells_frame, host_label, impl_label, load_run
+from reports.report import _headline
 from suite.cli import main
 
 
@@ -58,8 +64,8 @@ def test_page_is_self_contained(page, run_a):
     assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
     ours = page.replace(get_plotlyjs(), "")  # plotly.js's own strings hold URLs it never loads here
     assert len(ours) < len(page) - 4_000_000 and not re.search(r"https?://", ours)
-    # status, loss, training tokens/s, MFU, decoding tokens/s, memory, attention x 3 passes
-    assert len(captions(page)) == len(figures_of(page)) == 9
+    # status, loss, training tokens/s, MFU, decoding tokens/s, memory, memory estimate, attention x 3 passes
+    assert len(captions(page)) == len(figures_of(page)) == 10
 
 
 def test_loss_figure_plots_the_records_losses_and_floor(page, records):
@@ -78,21 +84,86 @@ def test_loss_figure_plots_the_records_losses_and_floor(page, records):
 
 def test_throughput_mfu_and_memory_bars_are_the_records(page, records):
     fig, = by_title(page, "Training throughput")
+    # one panel (host, spec): tiny on this host; a bar per implementation, a colour per dtype
+    assert [a["text"] for a in fig["layout"]["annotations"]] == [f"{host_label(records_list()[0])} · tiny"]
     m = records[("train", "numpy", "float64", "cpu", "ok")]["metrics"]
-    bar = next(t for t in fig["data"] if t["name"] == "numpy float64")
-    assert bar["y"] == [pytest.approx(m["tokens_per_s"])]
+    bar = next(t for t in fig["data"] if t["name"] == "float64")
+    assert bar["x"] == ["numpy"] and bar["y"] == [pytest.approx(m["tokens_per_s"])]
     assert bar["error_y"]["array"] == [pytest.approx(m["tokens_per_s_q3"] - m["tokens_per_s"])]
     assert bar["error_y"]["arrayminus"] == [pytest.approx(m["tokens_per_s"] - m["tokens_per_s_q1"])]
     fig, = by_title(page, "MFU")
-    assert next(t for t in fig["data"] if t["name"] == "numpy float64")["y"] == [pytest.approx(100 * m["mfu"])]
+    assert next(t for t in fig["data"] if t["name"] == "float64")["y"] == [pytest.approx(100 * m["mfu"])]
     assert 0 < m["mfu"] < 1
 
-    fig, = by_title(page, "Memory on")
-    measured, estimate = fig["data"][:2]
-    rec = run_a_records()
-    assert measured["y"] == pytest.approx([r["peak_rss_mb"] for r in rec])  # every cell, in record order
-    assert estimate["y"] == pytest.approx([r["memory_estimate_mb"] for r in rec])
+    fig, = by_title(page, "Peak memory")
+    # every cell with a peak is one point, in its (host, spec) panel, named by its workload
+    plotted = sorted((t["name"], x, y) for t in fig["data"] for x, y in zip(t["x"], t["y"]))
+    expected = sorted((r["workload"], impl_label(r) + ("" if r["device"] == "cpu" else f" ({r['device']})"),
+                       r["peak_rss_mb"]) for r in records_list() if r.get("peak_rss_mb") is not None)
+    assert [p[:2] for p in plotted] == [e[:2] for e in expected]
+    assert [p[2] for p in plotted] == pytest.approx([e[2] for e in expected])
     assert [s["y0"] for s in fig["layout"]["shapes"]] == [70.0]  # the oom cell's budget line
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    oom = next(t for t in fig["data"] if "x" in t["marker"]["symbol"])
+    assert oom["name"] == "train" and oom["y"][oom["marker"]["symbol"].index("x")] > 70.0
+    fig, = by_title(page, "Memory estimate")
+    ratios = sorted(y for t in fig["data"] for y in t["y"])
+    assert ratios == pytest.approx(sorted(r["memory_ratio"] for r in records_list() if r.get("memory_ratio")))
+
+
+def records_list() -> list[dict]:
+    return list(run_a_records())
+
+
+def test_the_page_opens_with_the_headline(page):
+    assert re.findall(r'<section id="([^"]+)">', page)[0] == "headline"
+    body = page.split('<section id="headline">')[1].split("</section>")[0]
+    h = headline(records_list())
+    assert table(h.text()) in body and all(esc(s) in body for s in h.sentences) and esc(RULE) in body
+    assert body.index("</table>") < body.index(esc(h.sentences[0]))  # the sentence under the table
+
+
+def _panel(trace: dict) -> int:
+    """The 0-based panel of a trace in a make_subplots figure (xaxis x, x2, x3, ...)."""
+    return int(trace.get("xaxis", "x")[1:] or 1) - 1
+
+
+def _figure(made: list, title: str) -> dict:
+    """A figure as the page holds it: plain JSON."""
+    fig, = [f for t, f in made if t.startswith(title)]
+    return json.loads(pio.to_json(fig, validate=False))
+
+
+def test_a_thousand_cells_pool_into_one_bar_per_panel_implementation_and_dtype():
+    recs = thousand(records_list(), 1000)
+    # seeds of the same train cell at half and twice the speed: three cells to pool per bar
+    trained = [r for r in recs if r["workload"] == "train" and r["status"] == "ok"]
+    for speed in (0.5, 2.0):
+        copies = scaled(trained, speed)
+        for r in copies:
+            r.update(cell_id=f"{speed}-{r['cell_id']}", seed=r["seed"] + 1000)
+        recs += copies
+    cells = cells_frame(recs)
+    train = cells[(cells.status == "ok") & (cells.workload == "train")]
+    assert set(train.groupby(["host", "spec", "impl", "dtype"]).size()) == {3}
+    keys = sorted(set(zip(train.host, train.spec)))
+    fig = _figure(figures.throughput(cells), "Training throughput")
+    assert [a["text"] for a in fig["layout"]["annotations"]] == [f"{h} · {s}" for h, s in keys] and len(keys) == 16
+    assert len(fig["data"]) <= len(keys) * train.dtype.nunique()  # not one trace per cell
+    bars = 0
+    for t in fig["data"]:
+        host, spec = keys[_panel(t)]
+        for x, y in zip(t["x"], t["y"]):
+            pooled = train[(train.host == host) & (train.spec == spec) & (train.impl == x) & (train.dtype == t["name"])]
+            assert y == pytest.approx(pooled.tokens_per_s.median())
+            assert t["error_y"]["array"][t["x"].index(x)] == pytest.approx(pooled.tokens_per_s_q3.max() - y)
+            bars += 1
+    assert bars == len(train.groupby(["host", "spec", "impl", "dtype"]))
+    fig = _figure(figures.memory(cells), "Peak memory")
+    assert sum(len(t["y"]) for t in fig["data"]) == cells.peak_rss_mb.notna().sum()  # every cell still a point
+    page = Page("big")
+    _headline(page, SimpleNamespace(records=recs))
+    assert "rows that did not end ok</summary>" in "".join(page.sections[0][2])  # a long headline folds its failures
 
 
 def test_attention_and_status_grid(page, records):
