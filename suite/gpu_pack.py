@@ -263,6 +263,13 @@ def summary_md(outcomes: list[Outcome], records: list[dict]) -> str:
         gpus = ", ".join(f"{g.get('name')} {g.get('memory_mb')} MB" for g in env.get("gpus") or []) or "none"
         lines += ["", f"Host: {env.get('cpu_model')}; GPUs: {gpus}; libraries: "
                   + ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items() if v)]
+    if records:
+        try:  # the run's headline, as the report opens with it (reports/headline.py needs pandas)
+            from reports.headline import headline
+
+            lines += ["", "## Headline", "", headline(records).markdown().rstrip()]
+        except ImportError as e:
+            lines += ["", f"(no headline here: {e}; `gptbench report --headline-md` makes it from run/)"]
     ratios = attention_ratios(records)
     if ratios:
         lines += ["", "## Triton / SDPA flash (TFLOP/s ratio)", "", "| T | D | pass | triton | sdpa-flash | ratio |",

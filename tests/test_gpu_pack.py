@@ -37,6 +37,7 @@ def test_the_dry_run_runs_every_step_of_the_plan_and_leaves_a_report_ready_run_d
     assert write_report(out / "run").stat().st_size > 100_000
     summary = (out / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in planned)
+    assert "## Headline" in summary and "train" in summary.split("## Headline")[1]
 
 
 def _steps(n, timeout=60):
