@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -23,6 +24,22 @@ def write_text_atomic(path, text: str) -> Path:
         tmp.unlink(missing_ok=True)  # never leave the half-written temporary behind
         raise
     return path
+
+
+@contextmanager
+def replacing(path):
+    """A temporary path beside `path` for any writer (torch.save, safetensors, pickle): fsynced
+    and renamed over `path` when the block ends, removed if it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path, obj, indent: int | None = None) -> Path:

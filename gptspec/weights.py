@@ -2,7 +2,9 @@
 
 init_params draws each tensor from its own stream (seed, crc32(name)), so the numbers of a
 tensor depend only on the seed, its name and its shape: identical on every machine and
-backend. Files are safetensors with the spec (and optionally the tokenizer) in the metadata.
+backend. Files are safetensors with the spec (and optionally the tokenizer) in the metadata;
+a training run's AdamW state goes beside them (save_optimizer_state). nanoGPT's ckpt.pt
+folders: gptspec/nanogpt.py.
 """
 
 from __future__ import annotations
@@ -111,6 +113,40 @@ def load_safetensors(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[s
     return spec, params
 
 
+# --- AdamW state -------------------------------------------------------------------------
+def save_optimizer_state(path, moments: dict, spec: GPTSpec, optim) -> Path:
+    """A run's AdamW state: moments {"step": t, "exp_avg": {name: m}, "exp_avg_sq": {name: v}}
+    (canonical names, torch.optim.AdamW's meaning) and its AdamWConfig, as safetensors."""
+    from dataclasses import asdict
+
+    from safetensors.numpy import save_file
+
+    from gptspec.files import replacing
+
+    tensors = {f"{kind}.{n}": np.ascontiguousarray(moments[kind][n], dtype=np.float32)
+               for kind in ("exp_avg", "exp_avg_sq") for n in spec.param_shapes()}
+    metadata = {"format": "gptbench-adamw", "spec": spec.to_json(), "step": str(int(moments["step"])),
+                "adamw": json.dumps(asdict(optim))}
+    path = Path(path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def load_optimizer_state(path, spec: GPTSpec):
+    """(moments, AdamWConfig) from save_optimizer_state's file, checked against the spec."""
+    from gptspec.optim import AdamWConfig
+
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") != "gptbench-adamw":
+        raise WeightsError(f"{path} is not a gptbench AdamW state file.")
+    moments = {"step": int(metadata["step"])}
+    for kind in ("exp_avg", "exp_avg_sq"):
+        moments[kind] = {n[len(kind) + 1:]: a for n, a in tensors.items() if n.startswith(kind + ".")}
+        check_params(moments[kind], spec, source=f"{path} ({kind})")
+    return moments, AdamWConfig(**json.loads(metadata["adamw"]))
+
+
 # --- nanoGPT checkpoints ----------------------------------------------------------------
 _NANOGPT_PREFIX = "transformer."
 
@@ -148,33 +184,3 @@ def to_nanogpt_state_dict(params: dict[str, np.ndarray]) -> dict[str, np.ndarray
     sd = {_NANOGPT_PREFIX + name: arr for name, arr in params.items()}
     sd["lm_head.weight"] = params["wte.weight"]
     return sd
-
-
-def load_nanogpt_ckpt(path) -> tuple[GPTSpec, dict[str, np.ndarray]]:
-    """Read a nanoGPT ckpt.pt (needs torch): its model_args give the spec."""
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError("reading a nanoGPT ckpt.pt needs torch: pip install 'gptbench[torch]'.") from None
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist.")
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise WeightsError(f"{path} is not a nanoGPT checkpoint (a dict with 'model' and 'model_args').")
-    args = ckpt["model_args"]
-    spec = GPTSpec(**{k: int(args[k]) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")},
-                   name=path.stem)
-    return spec, from_nanogpt_state_dict(ckpt["model"], spec)
-
-
-def save_nanogpt_ckpt(path, params: dict[str, np.ndarray], spec: GPTSpec) -> Path:
-    import torch
-
-    check_params(params, spec, source="params to convert")
-    model_args = {**{k: v for k, v in spec.to_dict().items() if k != "name"}, "bias": True, "dropout": 0.0}
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_nanogpt_state_dict(params).items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": sd, "model_args": model_args, "iter_num": 0, "best_val_loss": float("inf")}, str(path))
-    return path

@@ -26,9 +26,9 @@ def compiled():
     return CompileBackend(SPEC, dtype="float32")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_check_compile_passes(dtype, capsys):
-    assert main(["check", "compile", "--dtype", dtype, "--json"]) == 0
+@pytest.mark.parametrize("dtype, gelu", [("float64", "tanh"), ("float32", "tanh"), ("float32", "erf")])
+def test_check_compile_passes(dtype, gelu, capsys):
+    assert main(["check", "compile", "--dtype", dtype, "--gelu", gelu, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and len(report["rows"]) == 23 + 30 + 29
 
