@@ -142,8 +142,9 @@ def load_optimizer_state(path, spec: GPTSpec):
         raise WeightsError(f"{path} is not a gptbench AdamW state file.")
     moments = {"step": int(metadata["step"])}
     for kind in ("exp_avg", "exp_avg_sq"):
-        moments[kind] = {n[len(kind) + 1:]: a for n, a in tensors.items() if n.startswith(kind + ".")}
-        check_params(moments[kind], spec, source=f"{path} ({kind})")
+        found = {n[len(kind) + 1:]: a for n, a in tensors.items() if n.startswith(kind + ".")}
+        check_params(found, spec, source=f"{path} ({kind})")
+        moments[kind] = {n: found[n] for n in spec.param_shapes()}  # canonical order, not the file's sorted one
     return moments, AdamWConfig(**json.loads(metadata["adamw"]))
 
 

@@ -30,8 +30,8 @@ def compiled():
 def test_check_compile_passes(dtype, gelu, capsys):
     assert main(["check", "compile", "--dtype", dtype, "--gelu", gelu, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 4
-    assert report["ok"] and len(report["rows"]) == 23 + 30 + 1 + 29 + 29 + 4
+    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 6 (greedy, sampled, sliding)
+    assert report["ok"] and len(report["rows"]) == 23 + 30 + 1 + 29 + 29 + 6 and report["spec"]["gelu"] == gelu
 
 
 def test_numpy_torch_and_compile_trajectories_agree_over_50_steps(compiled):
