@@ -311,9 +311,12 @@ def cmd_eval(args) -> int:
     model = _build_backend(args, spec)
     model.load_state(params)
 
+    shown = [0]  # tenths of the split reported so far
+
     def progress(done, total):
-        if not args.json and (done == total or done % max(1, total // 10) < args.batch_size):
-            print(f"windows {done}/{total}", file=sys.stderr, flush=True)
+        if not args.json and done * 10 // total > shown[0]:
+            shown[0] = done * 10 // total
+            print(f"windows {done:,}/{total:,}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     loss, tokens = evaluate_split(model, corpus.val, args.batch_size, on_batch=progress)

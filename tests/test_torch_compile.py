@@ -60,3 +60,12 @@ def test_compile_time_is_recorded_apart_from_step_time():
     train_s = model.compile_s_by_graph["train (8, 16)"]
     assert m["step_ms"][0] >= 1e3 * train_s  # the first step holds the training graph's compile...
     assert np.median(m["step_ms"][2:]) < 1e3 * train_s  # ...and the others none
+
+
+def test_train_with_compile_keeps_the_compilation_time_apart(capsys):
+    """`gptbench train --backend compile --json`: compile_s is in the record, and it is what
+    the first step's time holds (the timed figures leave that step out)."""
+    assert main(["train", "--backend", "compile", "--steps", "3", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["metrics"]
+    assert m["compile_s"] > 0.5 and m["step_ms"][0] / 1e3 >= m["compile_s"] > 10 * max(m["step_ms"][1:]) / 1e3
+    assert m["config"]["warmup_steps"] >= 1  # the first step is not in step_ms_median
