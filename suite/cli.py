@@ -141,6 +141,7 @@ def cmd_train(args) -> int:
     train` (suite/record.py), printed and saved with the weights."""
     from gptspec.data import load_corpus, tokenizer_from_dict
     from gptspec.files import write_json_atomic
+    import workloads
     from gptspec.weights import save_optimizer_state, save_safetensors
     from suite.cell import Cell
     from suite.record import Limits
@@ -156,8 +157,6 @@ def cmd_train(args) -> int:
     options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("min_lr", args.min_lr),
                                       ("beta1", args.beta1), ("beta2", args.beta2),
                                       ("weight_decay", args.weight_decay)) if v is not None})
-    import workloads
-
     workloads.check_options("train", options)  # a beta2 of 1.5 is bad input, said before anything runs
     cell = Cell.make(args.backend, "train", spec, dtype=args.dtype, device=args.device, seed=args.seed,
                      options=options)

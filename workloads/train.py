@@ -230,7 +230,8 @@ def timed_steps(metrics: dict) -> list:
 
 
 # the scalars of run()'s metrics; the rest are lists and objects: losses, step_ms (every
-# step), val_losses ([step, loss] pairs), config, corpus
+# step), val_losses ([step, loss] pairs), config, corpus, compile_s_by_graph (torch.compile:
+# seconds per compiled graph, e.g. "train (32, 16)", the one inside step_ms[0])
 METRICS = (
     Metric("tokens_per_s", "tokens/s", "tokens per median timed step; quartiles from the step-time quartiles",
            quartiles=("tokens_per_s_q1", "tokens_per_s_q3"), compare=True, summary="tokens/s {:,.0f}"),
@@ -252,7 +253,8 @@ METRICS = (
     Metric("tokens_per_step", "tokens", "batch_size x seq_len"),
     Metric("seq_len", "tokens", "tokens per sequence"),
     Metric("flops_per_token", "FLOP", "model FLOPs of one training token (GPTSpec.flops_per_token)"),
-    Metric("compile_s", "s", "torch.compile only: compilation, held in the first step's time"),
+    Metric("compile_s", "s", "torch.compile only: compilation, every graph's (compile_s_by_graph); the training "
+           "graph's is held in the first step's time, which the timed figures leave out"),
 )
 
 
@@ -294,4 +296,5 @@ def run(backend, cell, on_step=None) -> dict:
     metrics["corpus"] = corpus.describe()
     if hasattr(backend, "compile_s"):  # torch.compile: held in the first step's time, shown apart
         metrics["compile_s"] = backend.compile_s
+        metrics["compile_s_by_graph"] = dict(getattr(backend, "compile_s_by_graph", {}))
     return metrics
