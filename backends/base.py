@@ -12,6 +12,11 @@ import numpy as np
 from gptspec.optim import AdamWConfig
 from gptspec.spec import GPTSpec
 
+# what generate does once the context holds block_size tokens (docs/spec.md, Generation):
+#   refill   one prefill from the last block_size // 2 tokens, then decode on: bounded cost per token
+#   sliding  nanoGPT's generate: every new token recomputed over the last block_size tokens
+WINDOWS = ("refill", "sliding")
+
 
 class Backend:
     name = "base"
@@ -66,6 +71,13 @@ class Backend:
         after global-norm clipping. Returns the gradient norm before clipping."""
         raise NotImplementedError
 
+    def optimizer_state(self) -> dict | None:
+        """AdamW's state after the steps so far, with torch.optim.AdamW's meaning: {"step": t,
+        "exp_avg": {name: m}, "exp_avg_sq": {name: v}}, canonical names, NumPy arrays. A training
+        run saves it beside its weights, so that a nanoGPT checkpoint made from them resumes
+        with the real moments (gptspec/nanogpt.py). Optional: None where a backend keeps it hidden."""
+        return None
+
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float):
         """forward + backward + step, the fast path. Returns the loss as a scalar that
         float() converts (it may live on the device; converting synchronises)."""
@@ -91,19 +103,23 @@ class Backend:
         return self.prefill(np.concatenate([self._context, tok], axis=1))
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0, on_logits=None) -> np.ndarray:
+                 top_k: int | None = None, seed: int = 0, on_logits=None, window: str = "refill") -> np.ndarray:
         """Append max_new_tokens sampled tokens to idx (B, T0), through prefill and decode.
         Sampling is done here, in NumPy, from the logits they return, so equal logits give
         equal text. Backends implement prefill and decode, not this.
 
         The context is at most block_size tokens: a longer prompt keeps its last block_size.
-        When the context is full, it is refilled (one prefill) from the last block_size // 2
-        tokens, so the cost per new token stays bounded (docs/spec.md, Generation).
+        When the context is full, window (WINDOWS) says what happens: "refill" (one prefill
+        from the last block_size // 2 tokens, then decoding on: the cost per new token stays
+        bounded), or "sliding" (nanoGPT's: a prefill of the last block_size tokens for every
+        new token, so each sees a full window) (docs/spec.md, Generation).
         on_logits(kind, logits): called after every model call ("prefill" or "decode") with
         the logits it returned: how workloads time generation and the ladder checks it."""
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"generate needs idx of shape (B, T0) with T0 >= 1, got {idx.shape}")
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, not {window!r}")
         observe = on_logits or (lambda kind, logits: None)
         rng = np.random.default_rng(seed)
         bs = self.spec.block_size
@@ -115,9 +131,10 @@ class Backend:
             nxt = sample_next(logits, temperature, top_k, rng)[:, None]  # (B, 1)
             out.append(nxt)
             if context_len == bs:
-                window = np.concatenate(out, axis=1)[:, -(bs // 2):]
-                logits, kind = self.prefill(window), "prefill"
-                context_len = window.shape[1]
+                keep = bs if window == "sliding" else bs // 2
+                context = np.concatenate(out, axis=1)[:, -keep:]
+                logits, kind = self.prefill(context), "prefill"
+                context_len = context.shape[1]
             else:
                 logits, kind = self.decode(nxt), "decode"
                 context_len += 1

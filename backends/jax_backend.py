@@ -57,6 +57,10 @@ def gelu(x):
     return jax.nn.gelu(x, approximate=True)  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 
 
+def gelu_erf(x):
+    return jax.nn.gelu(x, approximate=False)  # x·Φ(x) = 0.5·x·(1 + erf(x/√2)), nanoGPT's nn.GELU
+
+
 def masked_attention(q, k, v, allowed):
     """q (B, NH, Tq, HS); k, v (B, NH, Tk, HS); allowed (Tq, Tk) bool. Scale 1/sqrt(HS)."""
     att = (q @ jnp.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, NH, Tq, Tk)
@@ -75,19 +79,26 @@ def cross_entropy(logits, targets):
     return -jnp.take_along_axis(logp, targets[..., None], axis=-1).mean()
 
 
-def linear_gelu(x, w, b):
-    return gelu(linear(x, w, b))  # the MLP's first half, one op as in backends/torch_model.py
+GELUS = {"tanh": gelu, "erf": gelu_erf}  # GPTSpec.gelu -> the function
 
 
-OPS = {"embedding": embedding, "layernorm": layernorm, "linear": linear, "attention": attention,
-       "gelu": gelu, "linear_gelu": linear_gelu, "cross_entropy": cross_entropy}
+def linear_gelu(x, w, b, form="tanh"):
+    return GELUS[form](linear(x, w, b))  # the MLP's first half, one op as in backends/torch_model.py
+
+
+def ops(form: str) -> dict:
+    """The op table of a spec whose GELU is `form` (GPTSpec.gelu)."""
+    return {"embedding": embedding, "layernorm": layernorm, "linear": linear, "attention": attention,
+            "gelu": GELUS[form], "linear_gelu": partial(linear_gelu, form=form), "cross_entropy": cross_entropy}
+
 
 
 # --- the model -----------------------------------------------------------------------------
-def hidden(P, idx, n_layer, n_head, kv=None, start=0):
+def hidden(P, idx, n_layer, n_head, kv=None, start=0, gelu="tanh"):
     """idx (B, T) at positions start.. -> (final hidden states (B, T, C) after ln_f, kv).
     kv: per-layer (K, V) caches (B, NH, block_size, HS); this chunk's keys and values are
-    written at start.., and the queries attend over every cached position up to their own."""
+    written at start.., and the queries attend over every cached position up to their own.
+    gelu: the spec's form, "tanh" or "erf"."""
     x = embedding(idx, P["wte.weight"], P["wpe.weight"], start)
     B, T, C = x.shape
     new_kv = []
@@ -109,25 +120,25 @@ def hidden(P, idx, n_layer, n_head, kv=None, start=0):
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
         x = x + linear(y, P[p + "attn.c_proj.weight"], P[p + "attn.c_proj.bias"])
         h = layernorm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"])
-        h = linear_gelu(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"])  # (B, T, 4C)
+        h = linear_gelu(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"], gelu)  # (B, T, 4C)
         x = x + linear(h, P[p + "mlp.c_proj.weight"], P[p + "mlp.c_proj.bias"])
     return layernorm(x, P["ln_f.weight"], P["ln_f.bias"]), new_kv
 
 
-def logits(P, idx, n_layer, n_head):
-    x, _ = hidden(P, idx, n_layer, n_head)
+def logits(P, idx, n_layer, n_head, gelu="tanh"):
+    x, _ = hidden(P, idx, n_layer, n_head, gelu=gelu)
     return linear(x, P["wte.weight"])  # (B, T, V), lm_head tied to wte
 
 
-def loss_and_logits(P, idx, targets, n_layer, n_head):
-    z = logits(P, idx, n_layer, n_head)
+def loss_and_logits(P, idx, targets, n_layer, n_head, gelu="tanh"):
+    z = logits(P, idx, n_layer, n_head, gelu)
     return cross_entropy(z, targets), z
 
 
-def extend(P, kv, idx, start, n_layer, n_head):
+def extend(P, kv, idx, start, n_layer, n_head, gelu="tanh"):
     """Generation: idx (B, T) at positions start.. through the KV cache kv ->
     (last position's logits (B, V), the updated cache)."""
-    x, kv = hidden(P, idx, n_layer, n_head, kv, start)
+    x, kv = hidden(P, idx, n_layer, n_head, kv, start, gelu)
     return linear(x[:, -1], P["wte.weight"]), kv
 
 
@@ -164,11 +175,12 @@ class JaxBackend(Backend):
         kind, _, index = device.partition(":")
         self.dev = jax.devices(JAX_PLATFORM[kind])[int(index or 0)]
         self.np_dtype = np.dtype(dtype)
-        L, NH = spec.n_layer, spec.n_head
+        model = dict(n_layer=spec.n_layer, n_head=spec.n_head, gelu=spec.gelu)
         decayed = {n: decays(n, len(s)) for n, s in spec.param_shapes().items()}
-        loss_fn = partial(loss_and_logits, n_layer=L, n_head=NH)
+        loss_fn = partial(loss_and_logits, **model)
         update = partial(adamw_functional, jnp, o=self.optim, decayed=decayed)
-        self._logits = jax.jit(partial(logits, n_layer=L, n_head=NH))
+        self._ops = ops(spec.gelu)
+        self._logits = jax.jit(partial(logits, **model))
         self._loss_logits = jax.jit(loss_fn)
         self._grads = jax.jit(jax.grad(loss_fn, has_aux=True))
         # params and moments are updated in place: their old buffers are given to XLA
@@ -180,7 +192,7 @@ class JaxBackend(Backend):
             return P, m, v, loss
 
         self._train_step = jax.jit(train_step, donate_argnums=(0, 1, 2))
-        self._extend = jax.jit(partial(extend, n_layer=L, n_head=NH), donate_argnums=(1,))
+        self._extend = jax.jit(partial(extend, **model), donate_argnums=(1,))
         self.P = None
         self._last = None
 
@@ -201,6 +213,10 @@ class JaxBackend(Backend):
 
     def state(self):
         return {n: np.array(p) for n, p in self.P.items()}
+
+    def optimizer_state(self):
+        return {"step": self.t, "exp_avg": {n: np.array(m) for n, m in self.m.items()},
+                "exp_avg_sq": {n: np.array(v) for n, v in self.v.items()}}
 
     # --- training -------------------------------------------------------------------------
     def forward(self, idx, targets=None):
@@ -247,15 +263,15 @@ class JaxBackend(Backend):
 
     # --- conformance level 1 ------------------------------------------------------------
     def op_vjp(self, name, inputs, dout):
-        """Op `name` (one of OPS) and its input gradients by jax.vjp, from NumPy inputs."""
-        if name not in OPS:
-            raise KeyError(f"{self.name} has no op {name!r}; it has {', '.join(OPS)}")
+        """Op `name` (of the spec's op table, ops()) and its input gradients by jax.vjp, from NumPy inputs."""
+        if name not in self._ops:
+            raise KeyError(f"{self.name} has no op {name!r}; it has {', '.join(self._ops)}")
         floats = [np.issubdtype(np.asarray(a).dtype, np.floating) for a in inputs]
         args = [self._put(a) if f else self._ids(a) for a, f in zip(inputs, floats)]
 
         def op(*xs):  # the op as a function of its floating-point inputs only
             it = iter(xs)
-            return OPS[name](*(next(it) if f else a for a, f in zip(args, floats)))
+            return self._ops[name](*(next(it) if f else a for a, f in zip(args, floats)))
 
         out, vjp = jax.vjp(op, *(a for a, f in zip(args, floats) if f))
         grads = vjp(jnp.asarray(dout, dtype=out.dtype))

@@ -36,6 +36,7 @@ except ImportError:  # unavailable() explains; the module stays importable for d
 
 INSTALL_HINT = "pip install 'gptbench[mlx]'"
 GELU_C = math.sqrt(2.0 / math.pi)
+SQRT_HALF = math.sqrt(0.5)
 
 
 # --- ops: mx arrays in, mx arrays out ------------------------------------------------------
@@ -56,6 +57,10 @@ def gelu(x):
     return 0.5 * x * (1.0 + mx.tanh(GELU_C * (x + 0.044715 * x * x * x)))
 
 
+def gelu_erf(x):
+    return 0.5 * x * (1.0 + mx.erf(x * SQRT_HALF))  # x·Φ(x), nanoGPT's nn.GELU
+
+
 def attention(q, k, v):
     """Causal; q (B, NH, Tq, HS), k, v (B, NH, Tk, HS) with Tk >= Tq: the queries are the
     last Tq positions (as numpy_ref.attention_forward). Scale 1/sqrt(HS)."""
@@ -71,18 +76,24 @@ def cross_entropy(logits, targets):
     return (mx.logsumexp(logits, axis=-1) - target_logit).mean()
 
 
-def linear_gelu(x, w, b):
-    return gelu(linear(x, w, b))  # the MLP's first half, one op as in backends/torch_model.py
+GELUS = {"tanh": gelu, "erf": gelu_erf}  # GPTSpec.gelu -> the function
 
 
-OPS = {"embedding": embedding, "layernorm": layernorm, "linear": linear, "attention": attention,
-       "gelu": gelu, "linear_gelu": linear_gelu, "cross_entropy": cross_entropy}
+def linear_gelu(x, w, b, form="tanh"):
+    return GELUS[form](linear(x, w, b))  # the MLP's first half, one op as in backends/torch_model.py
+
+
+def ops(form: str) -> dict:
+    """The op table of a spec whose GELU is `form` (GPTSpec.gelu)."""
+    return {"embedding": embedding, "layernorm": layernorm, "linear": linear, "attention": attention,
+            "gelu": GELUS[form], "linear_gelu": partial(linear_gelu, form=form), "cross_entropy": cross_entropy}
 
 
 # --- the model -----------------------------------------------------------------------------
-def hidden(P, idx, n_layer, n_head, kv=None, start=0):
+def hidden(P, idx, n_layer, n_head, kv=None, start=0, gelu="tanh"):
     """idx (B, T) at positions start.. -> final hidden states (B, T, C) after ln_f.
-    kv: per-layer [K, V] caches (B, NH, block_size, HS), written at start.. and attended over."""
+    kv: per-layer [K, V] caches (B, NH, block_size, HS), written at start.. and attended over.
+    gelu: the spec's form, "tanh" or "erf"."""
     x = embedding(idx, P["wte.weight"], P["wpe.weight"], start)
     B, T, C = x.shape
     for i in range(n_layer):
@@ -98,13 +109,13 @@ def hidden(P, idx, n_layer, n_head, kv=None, start=0):
         y = attention(q, k, v).transpose(0, 2, 1, 3).reshape(B, T, C)
         x = x + linear(y, P[p + "attn.c_proj.weight"], P[p + "attn.c_proj.bias"])
         h = layernorm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"])
-        h = linear_gelu(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"])  # (B, T, 4C)
+        h = linear_gelu(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"], gelu)  # (B, T, 4C)
         x = x + linear(h, P[p + "mlp.c_proj.weight"], P[p + "mlp.c_proj.bias"])
     return layernorm(x, P["ln_f.weight"], P["ln_f.bias"])
 
 
-def loss_and_logits(P, idx, targets, n_layer, n_head):
-    logits = linear(hidden(P, idx, n_layer, n_head), P["wte.weight"])  # (B, T, V), lm_head tied to wte
+def loss_and_logits(P, idx, targets, n_layer, n_head, gelu="tanh"):
+    logits = linear(hidden(P, idx, n_layer, n_head, gelu=gelu), P["wte.weight"])  # (B, T, V), lm_head tied to wte
     return cross_entropy(logits, targets), logits
 
 
@@ -139,9 +150,9 @@ class MlxBackend(Backend):
             raise ValueError(reason)
         self.dev = mx.cpu if device == "cpu" else mx.gpu
         self.mx_dtype = getattr(mx, dtype)
-        L, NH = spec.n_layer, spec.n_head
         decayed = {n: decays(n, len(s)) for n, s in spec.param_shapes().items()}
-        loss_fn = partial(loss_and_logits, n_layer=L, n_head=NH)
+        loss_fn = partial(loss_and_logits, n_layer=spec.n_layer, n_head=spec.n_head, gelu=spec.gelu)
+        self._ops = ops(spec.gelu)
         update = partial(adamw_functional, mx, o=self.optim, decayed=decayed)
         self._loss_logits = mx.compile(loss_fn)
         self._grads = mx.compile(mx.grad(lambda P, x, y: loss_fn(P, x, y)[0]))
@@ -175,13 +186,17 @@ class MlxBackend(Backend):
     def state(self):
         return {n: np.array(p) for n, p in self.P.items()}
 
+    def optimizer_state(self):
+        return {"step": self.t, "exp_avg": {n: np.array(m) for n, m in self.m.items()},
+                "exp_avg_sq": {n: np.array(v) for n, v in self.v.items()}}
+
     # --- training -------------------------------------------------------------------------
     def forward(self, idx, targets=None):
         x = mx.array(np.asarray(idx))
         with mx.stream(self.dev):
             if targets is None:
                 self._last = None
-                return np.array(linear(hidden(self.P, x, self.spec.n_layer, self.spec.n_head),
+                return np.array(linear(hidden(self.P, x, self.spec.n_layer, self.spec.n_head, gelu=self.spec.gelu),
                                        self.P["wte.weight"])), None
             y = mx.array(np.asarray(targets))
             loss, logits = self._loss_logits(self.P, x, y)
@@ -230,15 +245,15 @@ class MlxBackend(Backend):
 
     # --- conformance level 1 ------------------------------------------------------------
     def op_vjp(self, name, inputs, dout):
-        """Op `name` (one of OPS) and its input gradients by mx.vjp, from NumPy inputs."""
-        if name not in OPS:
-            raise KeyError(f"{self.name} has no op {name!r}; it has {', '.join(OPS)}")
+        """Op `name` (of the spec's op table, ops()) and its input gradients by mx.vjp, from NumPy inputs."""
+        if name not in self._ops:
+            raise KeyError(f"{self.name} has no op {name!r}; it has {', '.join(self._ops)}")
         floats = [np.issubdtype(np.asarray(a).dtype, np.floating) for a in inputs]
         args = [self._arr(a) if f else mx.array(np.asarray(a)) for a, f in zip(inputs, floats)]
 
         def op(*xs):  # the op as a function of its floating-point inputs only
             it = iter(xs)
-            return OPS[name](*(next(it) if f else a for a, f in zip(args, floats)))
+            return self._ops[name](*(next(it) if f else a for a, f in zip(args, floats)))
 
         with mx.stream(self.dev):
             (out,), grads = mx.vjp(op, [a for a, f in zip(args, floats) if f], [self._arr(dout)])
@@ -257,7 +272,8 @@ class MlxBackend(Backend):
         """tok (B, T) at the next positions (the whole window when prefilling); eager MLX, the
         cache being updated in place."""
         with mx.stream(self.dev):
-            x = hidden(self.P, mx.array(np.asarray(tok)), self.spec.n_layer, self.spec.n_head, self._kv, self._pos)
+            x = hidden(self.P, mx.array(np.asarray(tok)), self.spec.n_layer, self.spec.n_head, self._kv, self._pos,
+                       self.spec.gelu)
             logits = linear(x[:, -1], self.P["wte.weight"])  # (B, V)
             mx.eval(logits, self._kv)
         self._pos += tok.shape[1]

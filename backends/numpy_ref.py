@@ -223,7 +223,7 @@ def merge_heads(y):
     return y.transpose(0, 2, 1, 3).reshape(B, T, NH * HS)  # (B, T, C), a copy
 
 
-# --- GELU, tanh approximation -------------------------------------------------------------
+# --- GELU, tanh approximation (the spec's default) -----------------------------------------------
 # 0.5·(1 + tanh(u)) == sigmoid(2u): computed through exp, which NumPy vectorises better
 # than tanh, in place to spare temporaries. Same function, to rounding.
 def gelu_forward(x):
@@ -268,6 +268,92 @@ def gelu_backward(dout, cache):
 
     by_rows(block, x.shape[0], x.strides[0])
     return g.reshape(dout.shape)
+
+
+# --- GELU, exact (erf) form: x·Phi(x), nanoGPT's nn.GELU() -------------------------------
+# NumPy has no erf (and the reference imports no SciPy), so Phi(x) = 0.5·erfc(-x/sqrt(2)) is
+# computed here to float64 rounding (tests/test_numpy_ref.py measures it against math.erf):
+# near 0 by a series of positive terms, in the tails by a continued fraction for erfc, which
+# keeps the relative precision of Phi where it is tiny (large negative x).
+SQRT_HALF = math.sqrt(0.5)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+SERIES_BELOW = 1.5  # |z| where the series hands over to the continued fraction
+CF_TERMS = 100  # the continued fraction's depth: relative error < 2e-14 from |z| = 1.5 on
+
+
+def _erf_series(z):
+    """erf(z) for |z| < SERIES_BELOW: 2/sqrt(pi)·exp(-z²)·sum_n 2^n z^(2n+1) / (2n+1)!!. Every
+    term has z's sign, so nothing cancels; it stops when the terms no longer change the sum."""
+    z2 = z * z
+    term, total = z.copy(), z.copy()
+    eps, n = np.finfo(z.dtype).eps / 4, 0
+    while True:
+        n += 1
+        term *= z2 * (2.0 / (2 * n + 1))
+        total += term
+        if not np.any(np.abs(term) > eps * np.abs(total)):
+            return (2.0 / math.sqrt(math.pi)) * np.exp(-z2) * total
+
+
+def _erfc_tail(a):
+    """erfc(a) for a >= SERIES_BELOW: exp(-a²)/sqrt(pi) / (a + (1/2)/(a + (2/2)/(a + (3/2)/(a + ...)))),
+    evaluated from the bottom."""
+    f = a.copy()
+    for k in range(CF_TERMS, 0, -1):
+        f = a + (0.5 * k) / f
+    return np.exp(-a * a) / (math.sqrt(math.pi) * f)
+
+
+def normal_cdf(x):
+    """Phi(x) = 0.5·erfc(-x/sqrt(2)) element-wise, in x's dtype."""
+    z = -SQRT_HALF * x
+    out = np.empty_like(x)
+    near = np.abs(z) < SERIES_BELOW
+    out[near] = 0.5 * (1.0 - _erf_series(z[near]))
+    tail = ~near
+    if tail.any():
+        zt = z[tail]
+        half_erfc = 0.5 * _erfc_tail(np.abs(zt))
+        out[tail] = np.where(zt > 0, half_erfc, 1.0 - half_erfc)  # erfc(-a) = 2 - erfc(a)
+    return out
+
+
+def gelu_erf_forward(x):
+    x2 = x.reshape(-1, x.shape[-1])  # (N, 4C)
+    out, cdf = np.empty_like(x2), np.empty_like(x2)
+
+    def block(r):
+        cdf[r] = normal_cdf(x2[r])
+        np.multiply(x2[r], cdf[r], out=out[r])
+
+    by_rows(block, x2.shape[0], x2.strides[0])
+    return out.reshape(x.shape), (x2, cdf)
+
+
+def gelu_erf_backward(dout, cache):
+    x, cdf = cache
+    d2 = dout.reshape(x.shape)
+    g = np.empty_like(x)
+
+    def block(r):
+        # d/dx [x·Phi(x)] = Phi(x) + x·phi(x),  phi(x) = exp(-x²/2) / sqrt(2 pi)
+        xb, gb = x[r], g[r]
+        np.multiply(xb, xb, out=gb)
+        gb *= -0.5
+        np.exp(gb, out=gb)
+        gb *= INV_SQRT_2PI
+        gb *= xb
+        gb += cdf[r]
+        gb *= d2[r]
+
+    by_rows(block, x.shape[0], x.strides[0])
+    return g.reshape(dout.shape)
+
+
+def gelu_ops(kind: str):
+    """The (forward, backward) pair of the spec's GELU (GPTSpec.gelu), looked up when called so
+    that a test may swap a module function."""
+    return {"tanh": (gelu_forward, gelu_backward), "erf": (gelu_erf_forward, gelu_erf_backward)}[kind]
 
 
 # --- fused softmax cross-entropy ----------------------------------------------------------
@@ -319,6 +405,10 @@ class NumpyBackend(Backend):
     def state(self):
         return {n: p.copy() for n, p in self.params.items()}
 
+    def optimizer_state(self):
+        return {"step": self.t, "exp_avg": {n: m.copy() for n, m in self.m.items()},
+                "exp_avg_sq": {n: v.copy() for n, v in self.v.items()}}
+
     def _run(self, idx, kv=None, start=0, train=False):
         """Blocks over idx (B, T) at positions start.. ; kv: per-layer (K, V) caches to fill
         and attend over. Returns final hidden states (B, T, C) after ln_f, and caches."""
@@ -345,7 +435,7 @@ class NumpyBackend(Backend):
             x = x + a  # (B, T, C)
             h, c5 = layernorm_forward(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"])
             f, c6 = linear_forward(h, P[p + "mlp.c_fc.weight"], P[p + "mlp.c_fc.bias"])  # (B, T, 4C)
-            g, c7 = gelu_forward(f)
+            g, c7 = gelu_ops(self.spec.gelu)[0](f)
             m, c8 = linear_forward(g, P[p + "mlp.c_proj.weight"], P[p + "mlp.c_proj.bias"])
             x = x + m
             keep((c1, c2, c3, c4, c5, c6, c7, c8))
@@ -382,7 +472,7 @@ class NumpyBackend(Backend):
             p = f"h.{i}."
             c1, c2, c3, c4, c5, c6, c7, c8 = caches[1 + i]
             dg, grads[p + "mlp.c_proj.weight"], grads[p + "mlp.c_proj.bias"] = linear_backward(dx, c8)
-            df = gelu_backward(dg, c7)
+            df = gelu_ops(self.spec.gelu)[1](dg, c7)
             dh, grads[p + "mlp.c_fc.weight"], grads[p + "mlp.c_fc.bias"] = linear_backward(df, c6)
             dln, grads[p + "ln_2.weight"], grads[p + "ln_2.bias"] = layernorm_backward(dh, c5)
             dx = dx + dln

@@ -72,10 +72,6 @@ def linear(x, w, b=None):
     return F.linear(x, w, b)
 
 
-def gelu(x):
-    return F.gelu(x, approximate="tanh")
-
-
 def cross_entropy(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -91,8 +87,11 @@ class TorchBackend(Backend):
     layernorm = staticmethod(layernorm)
     linear = staticmethod(linear)
     attention = staticmethod(sdpa_attention)
-    gelu = staticmethod(gelu)
     cross_entropy = staticmethod(cross_entropy)
+
+    def gelu(self, x):
+        """The spec's GELU (GPTSpec.gelu): the tanh approximation, or nn.GELU's exact erf form."""
+        return F.gelu(x, approximate="tanh" if self.spec.gelu == "tanh" else "none")
 
     def linear_gelu(self, x, w, b):
         """The MLP's gelu(linear(x, w, b)), composed of this backend's own two ops (so a
@@ -171,6 +170,15 @@ class TorchBackend(Backend):
 
     def state(self):
         return {n: self._numpy(self.params[n]).copy() for n in self.spec.param_shapes()}
+
+    def optimizer_state(self):
+        if self.opt is None:
+            return None
+        state = {n: self.opt.state.get(p, {}) for n, p in self.params.items()}
+        zeros = {n: np.zeros(p.shape, np.float32) for n, p in self.params.items()}  # no step taken yet
+        return {"step": int(max((float(s["step"]) for s in state.values() if "step" in s), default=0)),
+                "exp_avg": {n: self._numpy(s["exp_avg"]).copy() if s else zeros[n] for n, s in state.items()},
+                "exp_avg_sq": {n: self._numpy(s["exp_avg_sq"]).copy() if s else zeros[n] for n, s in state.items()}}
 
     # --- training -------------------------------------------------------------------------
     def _loss_of(self, x, y):

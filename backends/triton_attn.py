@@ -47,12 +47,12 @@ def layernorm(x, w, b):
     return layer_norm(x, w, b, LN_EPS, _autocast_dtype(x.device.type))
 
 
-def linear_gelu(x, w, b):
-    """gelu(x w^T + b): the matmul is torch's (autocast casts it as it casts F.linear), the
-    bias and GELU are one kernel, in the matmul's output dtype."""
+def linear_gelu(x, w, b, form="tanh"):
+    """gelu(x w^T + b) in the spec's form: the matmul is torch's (autocast casts it as it casts
+    F.linear), the bias and GELU are one kernel, in the matmul's output dtype."""
     from backends.kernels.bias_gelu import bias_gelu
 
-    return bias_gelu(F.linear(x, w), b)
+    return bias_gelu(F.linear(x, w), b, form)
 
 
 def cross_entropy(logits, targets):
@@ -68,8 +68,10 @@ class TritonBackend(TorchBackend):
 
     attention = staticmethod(attention)
     layernorm = staticmethod(layernorm)
-    linear_gelu = staticmethod(linear_gelu)
     cross_entropy = staticmethod(cross_entropy)
+
+    def linear_gelu(self, x, w, b):
+        return linear_gelu(x, w, b, self.spec.gelu)
 
     @classmethod
     def versions(cls):

@@ -236,14 +236,18 @@ def find_shakespeare() -> Path:
     )
 
 
-def load_corpus(corpus: str = "synthetic", tokenizer: str = "char", val_fraction: float = 0.1,
+def load_corpus(corpus: str = "synthetic", tokenizer="char", val_fraction: float = 0.1,
                 synthetic_chars: int = 200_000) -> Corpus:
-    """corpus: 'synthetic' (the embedded default), 'shakespeare', or a path to a text file."""
+    """corpus: 'synthetic' (the embedded default), 'shakespeare', or a path to a text file.
+    tokenizer: 'char' (the text's own characters), 'byte', or a tokenizer object (loaded
+    weights' vocabulary: the text is encoded with it, and a character outside it is an error).
+    The split is nanoGPT's prepare.py's: train is the first int(n·(1 - val_fraction)) tokens,
+    val the rest."""
     source = None
     if corpus == "synthetic":
         source = MarkovSource()
         text, name = source.sample(synthetic_chars), "synthetic"
-        tok = CharTokenizer(source.alphabet) if tokenizer == "char" else ByteTokenizer()
+        tok = _tokenizer(tokenizer, lambda: CharTokenizer(source.alphabet))
     else:
         path = find_shakespeare() if corpus == "shakespeare" else Path(corpus)
         if not path.is_file():
@@ -257,14 +261,21 @@ def load_corpus(corpus: str = "synthetic", tokenizer: str = "char", val_fraction
         except OSError as e:  # no permission, an I/O error
             raise DataError(f"cannot read corpus file {path}: {e.strerror or e}.") from None
         name = "shakespeare" if corpus == "shakespeare" else path.name
-        if tokenizer not in ("char", "byte"):
-            raise DataError(f"unknown tokenizer {tokenizer!r}; choose 'char' or 'byte'.")
-        tok = CharTokenizer.from_text(text) if tokenizer == "char" else ByteTokenizer()
+        tok = _tokenizer(tokenizer, lambda: CharTokenizer.from_text(text))
     ids = tok.encode(text)
-    n_val = int(len(ids) * val_fraction)
-    if len(ids) - n_val < 2 or n_val < 2:
+    n_train = int(len(ids) * (1.0 - val_fraction))
+    if n_train < 2 or len(ids) - n_train < 2:
         raise DataError(f"corpus {name} has only {len(ids)} tokens: too short to split into train and val.")
-    return Corpus(name, text, tok, ids[:-n_val], ids[-n_val:], source)
+    return Corpus(name, text, tok, ids[:n_train], ids[n_train:], source)
+
+
+def _tokenizer(kind, char_tokenizer):
+    """A tokenizer object as given, or the named kind: 'char' (char_tokenizer() makes it) or 'byte'."""
+    if not isinstance(kind, str):
+        return kind
+    if kind not in ("char", "byte"):
+        raise DataError(f"unknown tokenizer {kind!r}; choose 'char' or 'byte'.")
+    return char_tokenizer() if kind == "char" else ByteTokenizer()
 
 
 def check_vocab(corpus: Corpus, vocab_size: int, spec_name: str) -> None:
@@ -274,6 +285,29 @@ def check_vocab(corpus: Corpus, vocab_size: int, spec_name: str) -> None:
             f"({corpus.tokenizer.kind}-level) but spec '{spec_name}' has vocab_size {vocab_size}. "
             "Use a spec with a larger vocab_size, or the char-level tokenizer."
         )
+
+
+def split_windows(data: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every non-overlapping block_size window of data from its start, and its targets shifted by
+    one: x (N, T) = data[i·T : (i+1)·T], y = data[i·T + 1 : (i+1)·T + 1], N = (len(data) - 1) // T.
+    What a full-split evaluation scores: each token but the last few is a target exactly once."""
+    n = (len(data) - 1) // block_size
+    if n < 1:
+        raise DataError(f"data of {len(data)} tokens is too short for one window of {block_size} and its targets.")
+    x = data[:n * block_size].reshape(n, block_size)
+    y = data[1:n * block_size + 1].reshape(n, block_size)
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+def spread_windows(data: np.ndarray, count: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """count windows (and targets) at evenly spaced offsets over data: a fixed sample of a split
+    that depends on nothing but the data, so every run and every seed is scored on the same text."""
+    if len(data) <= block_size + 1:
+        raise DataError(f"data of {len(data)} tokens is too short for blocks of {block_size}.")
+    offsets = np.linspace(0, len(data) - block_size - 1, count).astype(np.int64)
+    window = offsets[:, None] + np.arange(block_size + 1)  # (count, T+1)
+    chunk = data[window]
+    return np.ascontiguousarray(chunk[:, :-1]), np.ascontiguousarray(chunk[:, 1:])
 
 
 class BatchSampler:

@@ -27,13 +27,15 @@ class AdamWConfig:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Linear warmup to lr, then cosine decay to lr/10 at decay_steps (nanoGPT get_lr)."""
+    """Linear warmup to lr, then cosine decay to min_lr (default lr/10) at decay_steps
+    (nanoGPT get_lr)."""
     lr: float = 1e-3
     warmup_steps: int = 10
     decay_steps: int = 1000
+    min_lr: float | None = None  # the final rate; None: lr / 10
 
     def lr_at(self, step: int) -> float:
-        min_lr = self.lr / 10
+        min_lr = self.lr / 10 if self.min_lr is None else self.min_lr
         if step < self.warmup_steps:
             return self.lr * (step + 1) / (self.warmup_steps + 1)
         if step >= self.decay_steps:

@@ -1,7 +1,8 @@
 """The GPT specification every backend implements (see docs/spec.md).
 
-nanoGPT-style: pre-LayerNorm (eps 1e-5), learned position embeddings, GELU (tanh
-approximation), MLP ratio 4, biases on, `lm_head` tied to `wte` (no bias), no dropout.
+nanoGPT-style: pre-LayerNorm (eps 1e-5), learned position embeddings, GELU (`gelu`: the tanh
+approximation by default, or the exact erf form of nanoGPT's nn.GELU), MLP ratio 4, biases on,
+`lm_head` tied to `wte` (no bias), no dropout.
 The spec also knows its own size: parameters, training FLOPs per token, memory.
 """
 
@@ -16,6 +17,8 @@ from gptspec.errors import SpecError
 LN_EPS = 1e-5
 MLP_RATIO = 4
 DTYPE_BYTES = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
+# the MLP's activation: 0.5·x·(1 + tanh(sqrt(2/pi)·(x + 0.044715·x³))) or x·Phi(x) = 0.5·x·(1 + erf(x/sqrt(2)))
+GELUS = ("tanh", "erf")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class GPTSpec:
     n_head: int
     n_embd: int
     name: str = "custom"
+    gelu: str = "tanh"  # one of GELUS; a converted nanoGPT checkpoint is "erf"
 
     def __post_init__(self):
         for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -34,6 +38,9 @@ class GPTSpec:
                 raise SpecError(
                     f"spec '{self.name}': field '{field}' must be a positive integer, got {value!r}."
                 )
+        if self.gelu not in GELUS:
+            raise SpecError(f"spec '{self.name}': field 'gelu' must be one of {', '.join(map(repr, GELUS))} "
+                            f"(the tanh approximation, or the exact erf form nanoGPT uses), got {self.gelu!r}.")
         if self.n_embd % self.n_head:
             raise SpecError(
                 f"spec '{self.name}': n_embd ({self.n_embd}) must be divisible by n_head "
@@ -60,7 +67,7 @@ class GPTSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             raise SpecError(f"spec has unknown field(s) {unknown}; allowed fields are {sorted(known)}.")
-        missing = sorted(f for f in known - {"name"} if f not in d)
+        missing = sorted(f for f in known - {"name", "gelu"} if f not in d)  # optional: defaults
         if missing:
             raise SpecError(f"spec is missing field(s) {missing}.")
         return cls(**d)

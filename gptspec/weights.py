@@ -2,14 +2,15 @@
 
 init_params draws each tensor from its own stream (seed, crc32(name)), so the numbers of a
 tensor depend only on the seed, its name and its shape: identical on every machine and
-backend. Files are safetensors with the spec (and optionally the tokenizer) in the metadata.
+backend. Files are safetensors with the spec (and optionally the tokenizer) in the metadata;
+a training run's AdamW state goes beside them (save_optimizer_state). nanoGPT's ckpt.pt
+folders: gptspec/nanogpt.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -128,6 +129,41 @@ def metadata_json(path, metadata: dict, key: str) -> dict:
     return value
 
 
+# --- AdamW state -------------------------------------------------------------------------
+def save_optimizer_state(path, moments: dict, spec: GPTSpec, optim) -> Path:
+    """A run's AdamW state: moments {"step": t, "exp_avg": {name: m}, "exp_avg_sq": {name: v}}
+    (canonical names, torch.optim.AdamW's meaning) and its AdamWConfig, as safetensors."""
+    from dataclasses import asdict
+
+    from safetensors.numpy import save_file
+
+    from gptspec.files import atomic_path
+
+    tensors = {f"{kind}.{n}": np.ascontiguousarray(moments[kind][n], dtype=np.float32)
+               for kind in ("exp_avg", "exp_avg_sq") for n in spec.param_shapes()}
+    metadata = {"format": "gptbench-adamw", "spec": spec.to_json(), "step": str(int(moments["step"])),
+                "adamw": json.dumps(asdict(optim))}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def load_optimizer_state(path, spec: GPTSpec):
+    """(moments, AdamWConfig) from save_optimizer_state's file, checked against the spec."""
+    from gptspec.optim import AdamWConfig
+
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") != "gptbench-adamw":
+        raise WeightsError(f"{path} is not a gptbench AdamW state file.")
+    moments = {"step": int(metadata["step"])}
+    for kind in ("exp_avg", "exp_avg_sq"):
+        found = {n[len(kind) + 1:]: a for n, a in tensors.items() if n.startswith(kind + ".")}
+        check_params(found, spec, source=f"{path} ({kind})")
+        moments[kind] = {n: found[n] for n in spec.param_shapes()}  # canonical order, not the file's sorted one
+    return moments, AdamWConfig(**json.loads(metadata["adamw"]))
+
+
 # --- nanoGPT checkpoints ----------------------------------------------------------------
 _NANOGPT_PREFIX = "transformer."
 
@@ -165,49 +201,3 @@ def to_nanogpt_state_dict(params: dict[str, np.ndarray]) -> dict[str, np.ndarray
     sd = {_NANOGPT_PREFIX + name: arr for name, arr in params.items()}
     sd["lm_head.weight"] = params["wte.weight"]
     return sd
-
-
-def load_nanogpt_ckpt(path) -> tuple[GPTSpec, dict[str, np.ndarray]]:
-    """Read a nanoGPT ckpt.pt (needs torch): its model_args give the spec."""
-    try:
-        import torch
-    except ImportError:
-        raise WeightsError("reading a nanoGPT ckpt.pt needs torch: pip install 'gptbench[torch]'.") from None
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist.")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- not a zip, a truncated file, a pickle weights_only refuses
-        why = "it is not a zip archive, which torch.save writes" if not zipfile.is_zipfile(path) else \
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({why}); a nanoGPT ckpt.pt is what "
-                           "nanoGPT's train.py saves with torch.save.") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or \
-            not isinstance(ckpt.get("model_args"), dict):
-        have = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise WeightsError(f"{path} is not a nanoGPT checkpoint: expected a dict whose 'model' (the state_dict) "
-                           f"and 'model_args' are dicts, found {have}.")
-    args = ckpt["model_args"]
-    fields = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
-    missing = [k for k in fields if k not in args]
-    if missing:
-        raise WeightsError(f"{path}: its model_args lack {', '.join(missing)}; nanoGPT's hold {', '.join(fields)}.")
-    try:
-        spec = GPTSpec(**{k: int(args[k]) for k in fields}, name=path.stem)
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: its model_args are not a GPT spec ({e}).") from None
-    return spec, from_nanogpt_state_dict(ckpt["model"], spec)
-
-
-def save_nanogpt_ckpt(path, params: dict[str, np.ndarray], spec: GPTSpec) -> Path:
-    import torch
-
-    check_params(params, spec, source="params to convert")
-    model_args = {**{k: v for k, v in spec.to_dict().items() if k != "name"}, "bias": True, "dropout": 0.0}
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_nanogpt_state_dict(params).items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"model": sd, "model_args": model_args, "iter_num": 0, "best_val_loss": float("inf")}, str(tmp))
-    return path

@@ -22,10 +22,12 @@ def _set_threads(n: int | None) -> None:
         bind_cpus(n)
 
 
-def _spec(arg: str):
+def _spec(arg: str, gelu: str | None = None):
+    """--spec, with --gelu (where the command has it) replacing the spec's GELU form."""
     from gptspec.spec import resolve_spec
 
-    return resolve_spec(arg)
+    spec = resolve_spec(arg)
+    return spec.replace(gelu=gelu) if gelu else spec
 
 
 def _console():
@@ -74,7 +76,7 @@ def cmd_check(args) -> int:
     if reason:
         print(f"{args.backend}: unavailable here: {reason}", file=sys.stderr)
         return 2
-    spec = _spec(args.spec)
+    spec = _spec(args.spec, args.gelu)
     if cls is NumpyBackend and args.dtype == "float64":
         return _check_finite_differences(args, spec)
     from workloads.conformance.ladder import run_ladder
@@ -114,6 +116,10 @@ def _check_finite_differences(args, spec) -> int:
     return 0 if ok else 1
 
 
+# the AdamW state `gptbench train --out` saves beside weights.safetensors; convert looks for it there
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
 # --- gptbench train -----------------------------------------------------------------------
 def _backend_class(args):
     """The --backend class, or bad input: unknown, or unable to run on --device/--dtype here."""
@@ -135,20 +141,24 @@ def cmd_train(args) -> int:
     train` (suite/record.py), printed and saved with the weights."""
     from gptspec.data import load_corpus, tokenizer_from_dict
     from gptspec.files import write_json_atomic
-    from gptspec.weights import save_safetensors
+    import workloads
+    from gptspec.weights import save_optimizer_state, save_safetensors
     from suite.cell import Cell
     from suite.record import Limits
     from suite.runner import run_here
 
-    spec = _spec(args.spec)
+    spec = _spec(args.spec, args.gelu)
     load_corpus(args.corpus, tokenizer=args.tokenizer)  # a missing corpus is bad input: say so before anything
     _backend_class(args)  # likewise an unknown or unavailable backend
     out = _writable_dir(args.out) if args.out else None  # before training, not after
     options = {"steps": args.steps, "lr_warmup_steps": min(args.lr_warmup, args.steps),
                "eval_interval": args.eval_interval, "eval_batches": args.eval_batches, "corpus": args.corpus,
                "tokenizer": args.tokenizer}
-    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr),
+    options.update({k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("min_lr", args.min_lr),
+                                      ("beta1", args.beta1), ("beta2", args.beta2),
+                                      ("weight_decay", args.weight_decay),
                                       ("target_val_loss", args.target_val_loss)) if v is not None})
+    workloads.check_options("train", options)  # a beta2 of 1.5 is bad input, said before anything runs
     cell = Cell.make(args.backend, "train", spec, dtype=args.dtype, device=args.device, seed=args.seed,
                      options=options)
     every = max(1, args.steps // 10)
@@ -170,6 +180,10 @@ def cmd_train(args) -> int:
         tokenizer = tokenizer_from_dict(record["metrics"]["corpus"]["tokenizer"])
         _write_or_explain(out / "weights.safetensors", lambda: save_safetensors(
             out / "weights.safetensors", model.state(), spec, {"tokenizer": tokenizer.to_dict()}))
+        moments = model.optimizer_state()
+        if moments is not None:  # what a nanoGPT checkpoint made from these weights resumes with
+            _write_or_explain(out / OPTIMIZER_FILE, lambda: save_optimizer_state(out / OPTIMIZER_FILE, moments, spec,
+                                                                                 model.optim))
     if args.json:
         print(json.dumps(record))
     else:
@@ -247,29 +261,65 @@ def _print_train_summary(r: dict, out) -> None:
               f"model {m['model_flops_per_s'] / 1e9:.2f} GFLOP/s")
     for line in train.summary_lines(m):
         print(line)
+    if "compile_s" in m:
+        print(f"compilation {m['compile_s']:.1f} s (held in the first step's time, left out of the figures above)")
     if out:
-        print(f"saved {out}/weights.safetensors and {out}/record.json")
+        from pathlib import Path
+
+        saved = [f"{out}/{name}" for name in ("weights.safetensors", OPTIMIZER_FILE) if (Path(out) / name).exists()]
+        print(f"saved {', '.join(saved)} and {out}/record.json")
 
 
-# --- gptbench generate --------------------------------------------------------------------
+# --- gptbench generate / eval: loaded weights --------------------------------------------------
+def _load_weights(args):
+    """(spec, params, tokenizer or None) of --weights: a gptbench .safetensors (spec and vocabulary
+    inside), or a nanoGPT ckpt.pt or its out_dir (vocabulary from its meta.pkl, or --meta)."""
+    from pathlib import Path
+
+    from gptspec.data import tokenizer_from_dict
+    from gptspec.weights import load_safetensors, metadata_json, read_safetensors
+
+    path = Path(args.weights)
+    if path.suffix == ".pt" or path.is_dir():
+        from gptspec import nanogpt
+
+        ckpt = nanogpt.load_checkpoint(path, args.meta)
+        for note in ckpt.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return ckpt.spec, ckpt.params, ckpt.tokenizer
+    spec, params = load_safetensors(path, _spec(args.spec) if args.spec else None)
+    meta = read_safetensors(path)[1]
+    return spec, params, tokenizer_from_dict(metadata_json(path, meta, "tokenizer")) if "tokenizer" in meta else None
+
+
+def _vocabulary(tokenizer, spec, args, weights: str | None):
+    """The weights' own vocabulary, else the --corpus text's; an error when there is neither."""
+    from gptspec.data import load_corpus
+
+    if tokenizer is None:
+        if args.corpus is None and weights:
+            raise GptbenchError(f"{weights} carries no vocabulary: pass --corpus with the text it was trained on "
+                                "(its characters make the vocabulary), or, for a nanoGPT checkpoint, --meta with "
+                                "its meta.pkl.")
+        tokenizer = load_corpus(args.corpus or "synthetic", tokenizer=args.tokenizer).tokenizer
+    if tokenizer.vocab_size > spec.vocab_size:
+        raise GptbenchError(f"the vocabulary has {tokenizer.vocab_size} tokens but spec vocab_size is "
+                            f"{spec.vocab_size}: it is not these weights' vocabulary.")
+    return tokenizer
+
+
 def cmd_generate(args) -> int:
     import numpy as np
 
-    from gptspec.data import load_corpus, tokenizer_from_dict
-    from gptspec.weights import init_params, load_safetensors, metadata_json, read_safetensors
+    from gptspec.weights import init_params
     from workloads.generate import decode
 
     if args.weights:
-        spec, params = load_safetensors(args.weights, _spec(args.spec) if args.spec else None)
-        meta = read_safetensors(args.weights)[1]
-        tok = tokenizer_from_dict(metadata_json(args.weights, meta, "tokenizer")) if "tokenizer" in meta else \
-            load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
+        spec, params, tokenizer = _load_weights(args)
     else:
-        spec = _spec(args.spec or "tiny")
+        spec, tokenizer = _spec(args.spec or "tiny"), None
         params = init_params(spec, args.seed)
-        tok = load_corpus(args.corpus, tokenizer=args.tokenizer).tokenizer
-    if tok.vocab_size > spec.vocab_size:
-        raise GptbenchError(f"tokenizer has {tok.vocab_size} tokens but spec vocab_size is {spec.vocab_size}.")
+    tok = _vocabulary(tokenizer, spec, args, args.weights)
     prompt = tok.encode(args.prompt)
     if prompt.size == 0:
         raise GptbenchError("--prompt is empty: give at least one character to start from.")
@@ -279,32 +329,94 @@ def cmd_generate(args) -> int:
         print(f"note: no --weights given: sampling from untrained weights (init seed {args.seed})",
               file=sys.stderr)
     out = model.generate(prompt[None, :], args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k, seed=args.seed)
-    text = decode(tok, out[0])  # an untrained model may sample ids the vocabulary lacks: U+FFFD
+                         top_k=args.top_k, seed=args.seed, window=args.window)
+    text = decode(tok, out[0])  # an id past the vocabulary (an untrained model's) shows as U+FFFD
     if args.json:
-        print(json.dumps({"backend": args.backend, "spec": spec.to_dict(), "prompt": args.prompt,
+        print(json.dumps({"backend": args.backend, "spec": spec.to_dict(), "prompt": args.prompt, "window": args.window,
                           "text": text, "tokens": np.asarray(out[0]).tolist()}))
     else:
         print(text)
     return 0
 
 
+def cmd_eval(args) -> int:
+    """The mean cross-entropy of loaded weights over the full validation split of --corpus."""
+    import time
+
+    from gptspec.data import load_corpus
+    from workloads.train import evaluate_split
+
+    spec, params, tokenizer = _load_weights(args)
+    tok = _vocabulary(tokenizer, spec, args, args.weights)
+    corpus = load_corpus(args.corpus or "synthetic", tokenizer=tok)
+    model = _build_backend(args, spec)
+    model.load_state(params)
+
+    shown = [0]  # tenths of the split reported so far
+
+    def progress(done, total):
+        if not args.json and done * 10 // total > shown[0]:
+            shown[0] = done * 10 // total
+            print(f"windows {done:,}/{total:,}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    loss, tokens = evaluate_split(model, corpus.val, args.batch_size, on_batch=progress)
+    result = {"weights": args.weights, "backend": args.backend, "device": args.device, "dtype": args.dtype,
+              "spec": spec.to_dict(), "corpus": corpus.name, "split": "val", "split_tokens": int(corpus.val.size),
+              "val_loss": loss, "val_tokens": tokens, "windows": tokens // spec.block_size,
+              "eval_s": time.perf_counter() - t0}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"val loss {loss:.4f} nats over {tokens:,} tokens ({tokens // spec.block_size:,} windows of "
+              f"{spec.block_size}, every one from the start of the {corpus.val.size:,}-token split of {corpus.name}); "
+              f"{args.backend} {args.dtype} on {args.device}, {result['eval_s']:.1f} s")
+    return 0
+
+
 # --- gptbench convert ---------------------------------------------------------------------
 def cmd_convert(args) -> int:
-    from gptspec import weights as W
+    from pathlib import Path
 
-    src, dst = args.input, args.output
-    if src.endswith(".pt"):
-        spec, params = W.load_nanogpt_ckpt(src)
+    from gptspec import nanogpt
+    from gptspec.data import tokenizer_from_dict
+    from gptspec.weights import load_optimizer_state, load_safetensors, metadata_json, read_safetensors, save_safetensors
+
+    src, dst = Path(args.input), Path(args.output)
+    moments, optim = None, None
+    if src.suffix == ".pt" or src.is_dir():
+        ckpt = nanogpt.load_checkpoint(src, args.meta)
+        spec, params, tokenizer, notes = ckpt.spec, ckpt.params, ckpt.tokenizer, ckpt.notes
+    elif src.suffix == ".safetensors":
+        spec, params = load_safetensors(src, _spec(args.spec) if args.spec else None)
+        meta = read_safetensors(src)[1]
+        tokenizer = tokenizer_from_dict(metadata_json(src, meta, "tokenizer")) if "tokenizer" in meta else None
+        notes = [] if tokenizer else [f"{src} carries no vocabulary: the output has none either"]
+        adam = Path(args.optimizer) if args.optimizer else src.parent / OPTIMIZER_FILE
+        if args.optimizer and not adam.is_file():
+            raise GptbenchError(f"--optimizer {adam} does not exist.")
+        if adam.is_file():
+            moments, optim = load_optimizer_state(adam, spec)
+            notes.append(f"AdamW state of step {moments['step']} from {adam}")
     else:
-        spec, params = W.load_safetensors(src, _spec(args.spec) if args.spec else None)
-    if dst.endswith(".pt"):
-        W.save_nanogpt_ckpt(dst, params, spec)
-    elif dst.endswith(".safetensors"):
-        W.save_safetensors(dst, params, spec)
+        raise GptbenchError(f"input {src} must be a nanoGPT ckpt.pt (or its out_dir) or a .safetensors file.")
+    if dst.suffix == ".safetensors":
+        save_safetensors(dst, params, spec, {"tokenizer": tokenizer.to_dict()} if tokenizer else None)
+        wrote = str(dst)
+    elif dst.suffix in ("", ".pt"):
+        if spec.gelu != "erf":
+            notes.append(f"spec gelu is {spec.gelu!r} but nanoGPT's MLP uses the exact erf GELU: nanoGPT computes a "
+                         "slightly different function with these weights (train with gelu 'erf' to match it)")
+        if moments is None:
+            notes.append("no AdamW state: the checkpoint's optimizer entry is a fresh AdamW")
+        ckpt_path = nanogpt.save_checkpoint(dst, params, spec, tokenizer, optim, moments)
+        wrote = f"{ckpt_path}" + (f" and {ckpt_path.parent / nanogpt.META}" if tokenizer else "")
     else:
-        raise GptbenchError(f"output {dst} must end in .pt (nanoGPT) or .safetensors.")
-    print(f"wrote {dst} ({spec.n_params():,} params, spec {spec.to_json()})")
+        raise GptbenchError(f"output {dst} must end in .safetensors, or be a nanoGPT out_dir (a folder, or its "
+                            "ckpt.pt).")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {wrote} ({spec.n_params():,} params, spec {spec.to_json()})")
     return 0
 
 
@@ -489,6 +601,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads for BLAS/OpenMP/torch (default: the libraries' own choice)")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def weights_flags(sp, required):
+        sp.add_argument("--weights", required=required, default=None,
+                        help="a gptbench .safetensors (spec and vocabulary inside), or a nanoGPT ckpt.pt or its out_dir")
+        sp.add_argument("--spec", default=None, help="spec of a .safetensors that carries none")
+        sp.add_argument("--meta", default=None, help="a nanoGPT checkpoint's meta.pkl, if not found beside it")
+
+    def gelu_flag(sp):
+        sp.add_argument("--gelu", default=None, choices=["tanh", "erf"],
+                        help="the spec's GELU form: tanh (the approximation) or erf (exact, nanoGPT's); default: the spec's")
+
     def device_flags(sp):
         sp.add_argument("--device", default="cpu", type=T.device, help=f"one of {', '.join(T.DEVICES)}")
         sp.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
@@ -504,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     device_flags(s)
     s.set_defaults(dtype="float64")
     s.add_argument("--spec", default="tiny")
+    gelu_flag(s)
     s.add_argument("--seed", type=T.integer(0), default=0)
     s.add_argument("--steps", type=T.integer(1), default=50, help="AdamW steps of the trajectory level")
     s.add_argument("--batch-size", type=T.integer(1), default=8)
@@ -515,10 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a spec with one backend and report loss and speed")
     s.add_argument("--backend", default="numpy")
     s.add_argument("--spec", default="tiny", help="a preset name, inline JSON or a .json file")
+    gelu_flag(s)
     device_flags(s)
     s.add_argument("--steps", type=T.integer(1), default=400)
     s.add_argument("--batch-size", type=T.integer(1), default=None, help="default: the preset's")
     s.add_argument("--lr", type=T.positive, default=None, help="peak learning rate; default: the preset's")
+    s.add_argument("--min-lr", type=T.non_negative, default=None, help="final learning rate (cosine decay's floor); default: lr/10")
+    s.add_argument("--beta1", type=float, default=None, help="AdamW beta1 in [0, 1]; default 0.9")
+    s.add_argument("--beta2", type=float, default=None, help="AdamW beta2 in [0, 1]; default 0.95 (nanoGPT's shakespeare-char: 0.99)")
+    s.add_argument("--weight-decay", type=T.non_negative, default=None, help="AdamW weight decay on 2-D tensors; default 0.1")
     s.add_argument("--lr-warmup", type=T.integer(0), default=10)
     s.add_argument("--seed", type=T.integer(0), default=0)
     s.add_argument("--corpus", default="synthetic", help="'synthetic' (default), 'shakespeare' or a text file")
@@ -534,17 +662,35 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="sample text with the KV cache")
     s.add_argument("--backend", default="numpy")
     device_flags(s)
-    s.add_argument("--weights", default=None, help="a gptbench .safetensors file (spec and vocab inside)")
-    s.add_argument("--spec", default=None)
-    s.add_argument("--corpus", default="synthetic", help="vocabulary source when the weights carry none")
+    weights_flags(s, required=False)
+    s.add_argument("--corpus", default=None, help="vocabulary source when there are no weights (default: synthetic) "
+                                                  "or when the weights carry none")
     s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
     s.add_argument("--prompt", required=True)
     s.add_argument("--max-new-tokens", type=T.integer(1), default=100)
     s.add_argument("--temperature", type=T.non_negative, default=1.0, help="0 is greedy")
     s.add_argument("--top-k", type=T.integer(1), default=None)
     s.add_argument("--seed", type=T.integer(0), default=0)
+    s.add_argument("--window", default="refill", choices=["refill", "sliding"],
+                   help="once the context is full: refill the KV cache from its last half (default), or slide a "
+                        "full window per new token, recomputed (nanoGPT's generate)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("eval", help="the validation loss of loaded weights over the whole validation split",
+                       description="The mean cross-entropy over every non-overlapping block_size window of the "
+                                   "validation split (nanoGPT's prepare.py split: the last n - int(0.9 n) tokens), "
+                                   "targets shifted by one, printed with the number of tokens scored.")
+    s.add_argument("--backend", default="numpy")
+    device_flags(s)
+    weights_flags(s, required=True)
+    s.add_argument("--corpus", default=None, help="'synthetic' (default), 'shakespeare' or a text file, encoded "
+                                                  "with the weights' vocabulary")
+    s.add_argument("--tokenizer", default="char", choices=["char", "byte"],
+                   help="the corpus's own tokenizer, used only when the weights carry no vocabulary")
+    s.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    s.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("cell", help="measure one cell in a child process and print its record")
     s.add_argument("--backend", default="numpy", help="a backend (attention: an attention op of backends/__init__.py's registry: numpy, math, sdpa, sdpa-flash, ..., triton)")
@@ -613,10 +759,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the headline table and its winner sentences as Markdown to this file")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT ckpt.pt")
+    s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT checkpoints (docs/nanogpt.md)",
+                       description="INPUT: a gptbench .safetensors, or a nanoGPT ckpt.pt or its out_dir (vocabulary "
+                                   "from its meta.pkl). OUTPUT: a .safetensors (spec and vocabulary inside), or a "
+                                   "nanoGPT out_dir (a folder, or its ckpt.pt) that nanoGPT's sample.py and "
+                                   "train.py --init_from=resume accept as they are.")
     s.add_argument("input")
     s.add_argument("output")
     s.add_argument("--spec", default=None, help="spec of a .safetensors input that carries none")
+    s.add_argument("--meta", default=None, help="a nanoGPT meta.pkl, when it is not beside the checkpoint nor where "
+                                                "nanoGPT's sample.py looks (data/<dataset>/meta.pkl)")
+    s.add_argument("--optimizer", default=None,
+                   help=f"a gptbench AdamW state (default: {OPTIMIZER_FILE} beside a .safetensors input, if there)")
     s.set_defaults(func=cmd_convert)
     return p
 

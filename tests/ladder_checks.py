@@ -18,29 +18,30 @@ N_TENSORS = len(preset("tiny").param_shapes())  # 28
 N_OP_ROWS = 23  # 7 op outputs + 16 input gradients
 
 
-def passing_check(backend: str, dtype: str, capsys) -> dict:
-    """`gptbench check BACKEND --dtype DTYPE --json` on tiny must pass every rung with every
-    row present; returns the trajectory's loss row for the caller's error bound."""
-    assert main(["check", backend, "--dtype", dtype, "--json"]) == 0
+def passing_check(backend: str, dtype: str, capsys, gelu: str = "tanh", steps: int = 50) -> dict:
+    """`gptbench check BACKEND --dtype DTYPE --gelu GELU --json` on tiny must pass every rung with
+    every row present; returns the trajectory's loss row for the caller's error bound."""
+    assert main(["check", backend, "--dtype", dtype, "--gelu", gelu, "--steps", str(steps), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["rows"]
     assert report["ok"] and report["first_failure"] is None and report["notes"] == []
     # ops; step0: logits, loss, every gradient; eval: the losses; step: the norms, every parameter;
-    # trajectory: the losses, every parameter; generate: logits and tokens, greedy and sampled
+    # trajectory: the losses, every parameter; generate: logits and tokens, greedy, sampled and sliding
     assert [sum(r["level"] == lv for r in rows) for lv in LEVELS] == \
-        [N_OP_ROWS, 2 + N_TENSORS, 1, 1 + N_TENSORS, 1 + N_TENSORS, 4]
+        [N_OP_ROWS, 2 + N_TENSORS, 1, 1 + N_TENSORS, 1 + N_TENSORS, 6]
+    assert report["spec"]["gelu"] == gelu
     loss = next(r for r in rows if r["name"] == "trajectory.loss")
-    assert loss["shape"] == [50]
+    assert loss["shape"] == [steps]
     return loss
 
 
 def assert_generation_conforms(model) -> None:
     """The ladder's generate level on `model` (a backend on SPEC): every call's logits against
     the reference's full forward, from weights far from uniform logits, across a refill of
-    the context, greedy and sampled; then the tokens."""
+    the context, greedy and sampled, and under the sliding window; then the tokens."""
     report = run_ladder(model, levels=("generate",))
-    assert report.ok and len(report.rows) == 4, report.to_text()
-    assert {r.name for r in report.rows} == {f"generate.{k}.{w}" for k in ("greedy", "sampled")
+    assert report.ok and len(report.rows) == 6, report.to_text()
+    assert {r.name for r in report.rows} == {f"generate.{k}.{w}" for k in ("greedy", "sampled", "sliding")
                                              for w in ("logits", "tokens")}
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from gptspec.spec import preset
-from gptspec.weights import init_params, save_nanogpt_ckpt, save_safetensors
+from gptspec.nanogpt import save_checkpoint
+from gptspec.weights import init_params, save_safetensors
 from suite import calibrate, env
 from suite.cli import main
 
@@ -158,7 +159,7 @@ def test_bad_checkpoints_are_explained(tmp_path, capsys):
 def test_convert_round_trips_a_real_checkpoint(tmp_path, capsys):
     spec = preset("tiny")
     params = init_params(spec, 3)
-    save_nanogpt_ckpt(tmp_path / "ckpt.pt", params, spec)
+    save_checkpoint(tmp_path / "ckpt.pt", params, spec)
     assert main(["convert", str(tmp_path / "ckpt.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert main(["convert", str(tmp_path / "w.safetensors"), str(tmp_path / "back.pt")]) == 0
     back = torch.load(tmp_path / "back.pt", weights_only=True)["model"]

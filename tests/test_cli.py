@@ -109,3 +109,26 @@ def test_train_refuses_an_output_folder_it_cannot_write_before_training(tmp_path
     proc = gptbench("train", "--steps", "100000", "--out", str(blocker / "run"))
     assert_clean_error(proc, "cannot write there")
     assert "step " not in proc.stderr  # refused before the first step
+
+
+def test_the_recipe_options_reach_the_optimizer_and_schedule(capsys):
+    """--beta1/--beta2/--weight-decay/--min-lr: the losses are those of the library's train() on a
+    backend made with that AdamWConfig and that final rate; a value out of range is bad input."""
+    from backends.numpy_ref import NumpyBackend
+    from gptspec.data import load_corpus
+    from gptspec.optim import AdamWConfig
+    from gptspec.spec import preset
+    from workloads.train import config_for, train
+
+    assert main(["train", "--steps", "12", "--lr-warmup", "2", "--beta1", "0.8", "--beta2", "0.99",
+                 "--weight-decay", "0.0", "--min-lr", "0.0", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    cfg = record["metrics"]["config"]
+    assert (cfg["beta1"], cfg["beta2"], cfg["weight_decay"], cfg["min_lr"]) == (0.8, 0.99, 0.0, 0.0)
+    model = NumpyBackend(preset("tiny"), optim=AdamWConfig(beta1=0.8, beta2=0.99, weight_decay=0.0))
+    want = train(model, load_corpus("synthetic"), config_for("tiny", steps=12, lr_warmup_steps=2, min_lr=0.0,
+                                                             eval_interval=0))["losses"]
+    assert record["metrics"]["losses"] == want
+    default = NumpyBackend(preset("tiny"))
+    assert train(default, load_corpus("synthetic"), config_for("tiny", steps=12, lr_warmup_steps=2))["losses"] != want
+    assert_clean_error(gptbench("train", "--beta2", "1.5"), "option 'beta2': expected a number in [0, 1], got 1.5")

@@ -10,8 +10,8 @@ def test_conformance_cell_of_torch_is_ok_and_its_record_carries_the_report_card(
     rec = run_cell(Cell.make("torch", "conformance", "tiny", options={"steps": 5}), Limits(timeout_s=300)).to_dict()
     assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
     m = rec["metrics"]
-    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 4
-    assert m["ok"] and m["first_failure"] is None and len(m["rows"]) == 23 + 30 + 1 + 29 + 29 + 4
+    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 6 (greedy, sampled, sliding)
+    assert m["ok"] and m["first_failure"] is None and len(m["rows"]) == 23 + 30 + 1 + 29 + 29 + 6
     assert m["dtype"] == "float32" and m["rows"][0]["name"] == "ops.embedding.out"
     assert 0 < m["rows"][0]["max_abs"] < 1e-5  # float32 rounding, measured against float64
 

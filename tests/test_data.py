@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gptspec.data import (
+    split_windows,
     BatchSampler,
     ByteTokenizer,
     CharTokenizer,
@@ -45,7 +46,8 @@ def test_tiny_shakespeare_from_the_data_dir(shakespeare_path):
     corpus = load_corpus("shakespeare")
     assert len(corpus.text) == 1_115_394 and corpus.tokenizer.vocab_size == 65
     assert corpus.train.size + corpus.val.size == 1_115_394
-    assert corpus.val.size == 111_539  # the last 10%, as nanoGPT
+    # nanoGPT's prepare.py split: train data[:int(n * 0.9)], val the rest
+    assert corpus.train.size == 1_003_854 and corpus.val.size == 111_540
     assert corpus.tokenizer.decode(corpus.train[:14]) == "First Citizen:"
     assert load_corpus(str(shakespeare_path), tokenizer="byte").tokenizer.vocab_size == 256
 
@@ -112,3 +114,25 @@ def test_synthetic_corpus_needs_no_file_and_is_reproducible():
     a, b = load_corpus("synthetic"), load_corpus("synthetic")
     assert a.text == b.text and len(a.text) == 200_000 and a.tokenizer.vocab_size == 8
     assert a.describe()["entropy_rate"] == pytest.approx(MarkovSource().entropy_rate)
+
+
+def test_split_windows_cover_the_split_once_from_its_start():
+    data = np.arange(23)
+    x, y = split_windows(data, 5)
+    assert x.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
+    np.testing.assert_array_equal(y, x + 1)  # the 4 windows' targets end at 20: 21, 22 are left over
+    assert split_windows(np.arange(21), 5)[0].shape == (4, 5) and split_windows(np.arange(20), 5)[0].shape == (3, 5)
+    with pytest.raises(DataError, match="too short"):
+        split_windows(np.arange(5), 5)
+
+
+def test_validation_windows_depend_on_the_data_only():
+    from workloads.train import TrainConfig, validation_batches
+
+    corpus = load_corpus("synthetic", synthetic_chars=20_000)
+    a, b = (validation_batches(corpus, TrainConfig(seed=s, batch_size=4, eval_batches=3), 16) for s in (0, 7))
+    assert len(a) == 3 and all(np.array_equal(p, q) for (xa, ya), (xb, yb) in zip(a, b) for p, q in ((xa, xb), (ya, yb)))
+    x = np.concatenate([x for x, _ in a])
+    starts = [int(np.flatnonzero((np.lib.stride_tricks.sliding_window_view(corpus.val, 16) == w).all(1))[0])
+              for w in x[[0, -1]]]
+    assert starts == [0, corpus.val.size - 17]  # spread from the split's first window to its last

@@ -83,6 +83,6 @@ def test_the_ci_recipe_for_a_backend_repository_runs_on_the_example(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert out.count("PASS: 93/93 checks") == 2  # float32 and float64
+    assert out.count("PASS: 95/95 checks") == 2  # float32 and float64
     assert "10 passed, 2 skipped" in out and "status ok" in out
     assert out.rstrip().splitlines()[-1].startswith("ab")  # the generated text, from the prompt

@@ -31,6 +31,10 @@ def test_check_jax_passes_every_rung_of_the_ladder(dtype, capsys):
     assert loss["norm_rel"] < (1e-14 if dtype == "float64" else 1e-6)
 
 
+def test_check_jax_passes_every_rung_with_the_exact_erf_gelu(capsys):
+    assert passing_check("jax", "float64", capsys, gelu="erf", steps=10)["norm_rel"] < 1e-14
+
+
 def test_greedy_and_sampled_generation_through_the_kv_cache_conforms():
     assert_generation_conforms(JaxBackend(SPEC, dtype="float64"))
 

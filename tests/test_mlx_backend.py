@@ -27,6 +27,10 @@ def test_check_mlx_passes_every_rung_of_the_ladder_in_float32(capsys):
     assert loss["norm_rel"] < 1e-6
 
 
+def test_check_mlx_passes_every_rung_with_the_exact_erf_gelu(capsys):
+    assert passing_check("mlx", "float32", capsys, gelu="erf", steps=10)["norm_rel"] < 1e-6
+
+
 def test_float64_is_refused_because_mlx_float64_exp_is_float32_accurate(capsys):
     """When this fails, MLX computes exp in real float64: add float64 to MlxBackend.dtypes
     and check it (the ladder will say whether softmax and fast.layer_norm followed)."""

@@ -32,7 +32,29 @@ class LayerNormEps1e3(TorchBackend):
 
 
 class ErfGelu(TorchBackend):
+    """The exact GELU where the spec says tanh."""
     gelu = staticmethod(lambda x: F.gelu(x))
+
+
+class TanhGelu(TorchBackend):
+    """The tanh GELU where the spec says erf (a converted nanoGPT model)."""
+    gelu = staticmethod(lambda x: F.gelu(x, approximate="tanh"))
+
+
+class NumpyTanhGelu(NumpyBackend):
+    """The reference's own tanh GELU on an erf spec: no op level, the whole model must show it."""
+    def _as_tanh(self, method, *args, **kw):
+        spec, self.spec = self.spec, self.spec.replace(gelu="tanh")
+        try:
+            return method(*args, **kw)
+        finally:
+            self.spec = spec
+
+    def _run(self, *args, **kw):
+        return self._as_tanh(super()._run, *args, **kw)
+
+    def backward(self):
+        return self._as_tanh(super().backward)
 
 
 def _shifted_embedding(idx, wte, wpe, start=0):
@@ -206,6 +228,20 @@ def test_mutant_fails_and_the_report_names_where(cls, first, step):
     # far outside the tolerance, not a borderline miss
     assert row.norm_rel > 100 * row.tol.norm_rtol or row.max_scaled > 100 * row.tol.atol or \
         row.note.startswith("raised")
+
+
+@pytest.mark.parametrize("cls, first", [(TanhGelu, "ops.gelu.out"), (NumpyTanhGelu, "logits")])
+def test_a_tanh_gelu_fails_an_erf_spec(cls, first):
+    """nanoGPT's models are erf: the ladder must tell a backend that computes tanh anyway."""
+    report = run_ladder(cls(SPEC.replace(gelu="erf"), dtype="float64"), levels=("ops", "step0"))
+    assert not report.ok and report.first_failure.name == first, report.to_text()
+    row = report.first_failure
+    assert row.norm_rel > 100 * row.tol.norm_rtol
+
+
+def test_erf_gelu_mutant_passes_an_erf_spec():
+    """ErfGelu fails the tanh spec (MUTANTS above) for computing erf, not for being a mutant."""
+    assert run_ladder(ErfGelu(SPEC.replace(gelu="erf"), dtype="float64"), levels=("ops", "step0")).ok
 
 
 @pytest.mark.parametrize("cls", [m[0] for m in OPTIMIZER_MUTANTS], ids=[m[0].__name__ for m in OPTIMIZER_MUTANTS])

@@ -57,6 +57,34 @@ def test_layernorm_gelu_and_cross_entropy_closed_forms():
     assert loss == pytest.approx(-np.mean(np.take_along_axis(logp, t[..., None], -1)), rel=1e-13)
 
 
+def test_erf_gelu_is_x_phi_x_to_float64_rounding():
+    """normal_cdf against math.erfc across both of its methods and the tails; the erf GELU and
+    its hand-written derivative against the closed forms."""
+    x = np.concatenate([np.linspace(-12, 12, 4801), [0.0, -1e-300, 2.1213203, -2.1213204]])
+    cdf = R.normal_cdf(x)
+    want = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
+    assert np.all(np.abs(cdf - want) <= 5e-14 * want)  # relative, down to Phi(-12) = 2e-33 (3.8e-14 measured)
+    assert R.normal_cdf(np.array([38.0, -38.0, -40.0])).tolist() == pytest.approx([1.0, 2.885428e-316, 0.0], rel=1e-6)
+    g, cache = R.gelu_erf_forward(x[None, :])
+    np.testing.assert_allclose(g[0], x * want, rtol=5e-14, atol=1e-300)
+    dg = R.gelu_erf_backward(np.ones((1, x.size)), cache)[0]
+    np.testing.assert_allclose(dg, want + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi), rtol=1e-13, atol=1e-16)
+    x32 = x.astype(np.float32)
+    assert R.normal_cdf(x32).dtype == np.float32 and np.abs(R.normal_cdf(x32) - want).max() < 3e-7
+
+
+def test_the_spec_chooses_the_gelu_the_reference_runs():
+    spec, own = preset("tiny"), np.random.default_rng(5)  # its own stream: the module's is for the tests below
+    x = own.integers(0, spec.vocab_size, (2, spec.block_size))
+    params = {n: p + 0.3 * own.standard_normal(p.shape) for n, p in init_params(spec).items()}
+    logits = {}
+    for form in ("tanh", "erf"):
+        model = R.NumpyBackend(spec.replace(gelu=form), dtype="float64")
+        model.load_state(params)
+        logits[form] = model.forward(x)[0]
+    assert 1e-6 < np.abs(logits["tanh"] - logits["erf"]).max() < 1e-1  # close forms, different functions
+
+
 def test_blocked_elementwise_ops_do_not_depend_on_the_block_size(monkeypatch):
     x = rng.standard_normal((64, 96)).astype(np.float32)
     whole, _ = R.gelu_forward(x)
@@ -74,8 +102,9 @@ def test_blocked_elementwise_ops_do_not_depend_on_the_block_size(monkeypatch):
 
 
 # --- gradients: finite differences in float64 ---------------------------------------------
-def test_every_element_of_every_gradient_matches_finite_differences_on_micro():
-    rows = gradcheck(MICRO, seed=1, samples=None, perturb=0.1)
+@pytest.mark.parametrize("gelu", ["tanh", "erf"])
+def test_every_element_of_every_gradient_matches_finite_differences_on_micro(gelu):
+    rows = gradcheck(MICRO.replace(gelu=gelu), seed=1, samples=None, perturb=0.1)
     assert len(rows) == len(MICRO.param_shapes())
     for r in rows:
         assert r.checked == r.size
@@ -90,11 +119,12 @@ def test_every_gradient_tensor_of_tiny_matches_finite_differences():
     assert worst <= REL_TOL
 
 
-def test_a_wrong_gradient_is_caught(monkeypatch):
+@pytest.mark.parametrize("gelu, backward", [("tanh", "gelu_backward"), ("erf", "gelu_erf_backward")])
+def test_a_wrong_gradient_is_caught(monkeypatch, gelu, backward):
     # the check itself must be able to fail: break GELU's backward slightly
-    orig = R.gelu_backward
-    monkeypatch.setattr(R, "gelu_backward", lambda d, c: orig(d, c) * 1.001)
-    rows = {r.name: r for r in gradcheck(MICRO, seed=1, samples=8, perturb=0.1)}
+    orig = getattr(R, backward)
+    monkeypatch.setattr(R, backward, lambda d, c: orig(d, c) * 1.001)
+    rows = {r.name: r for r in gradcheck(MICRO.replace(gelu=gelu), seed=1, samples=8, perturb=0.1)}
     assert not rows["h.0.mlp.c_fc.weight"].ok and rows["ln_f.weight"].ok
 
 

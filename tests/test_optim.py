@@ -35,3 +35,11 @@ def test_schedule_landmarks():
     assert s.lr_at(10) == pytest.approx(1e-3)  # the peak, where the cosine starts
     assert s.lr_at(60) == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))  # half way down
     assert s.lr_at(110) == pytest.approx(1e-4) == s.lr_at(10_000)  # the floor: lr / 10
+
+
+def test_the_final_rate_is_min_lr_when_given():
+    """nanoGPT's recipes set min_lr themselves (train_shakespeare_char: 1e-4 for lr 1e-3)."""
+    schedule = Schedule(lr=1e-3, warmup_steps=100, decay_steps=5000, min_lr=2e-4)
+    for it in range(0, 5100, 7):
+        assert schedule.lr_at(it) == pytest.approx(nanogpt_get_lr(it, 1e-3, 100, 5000, 2e-4), rel=1e-12), it
+    assert Schedule(lr=3e-3, warmup_steps=0, decay_steps=9, min_lr=3e-3).lr_at(5) == pytest.approx(3e-3)

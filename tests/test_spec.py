@@ -54,6 +54,7 @@ def test_memory_estimate_counts_weights_grads_and_moments_exactly():
     (dict(n_layer=0), "'n_layer' must be a positive integer"),
     (dict(vocab_size=-3), "'vocab_size'"),
     (dict(block_size=2.5), "'block_size'"),
+    (dict(gelu="relu"), "'gelu' must be one of 'tanh', 'erf'"),
 ])
 def test_bad_spec_fields_are_named(fields, needle):
     base = dict(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)
@@ -78,4 +79,6 @@ def test_resolve_spec_from_json(tmp_path):
         resolve_spec('{"vocab_size": 8, "block_size": 4, "n_layer": 1, "n_head": 1, "n_embd": 4, "bias": 0}')
     with pytest.raises(SpecError, match="not valid JSON"):
         resolve_spec("{oops")
+    # gelu is optional (specs and records from before it had it are tanh) and part of the spec
+    assert spec.gelu == "tanh" and GPTSpec.from_dict({**spec.to_dict(), "gelu": "erf"}) != spec
     assert math.isclose(spec.head_size, 4)

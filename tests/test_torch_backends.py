@@ -30,6 +30,12 @@ def test_check_torch_passes_every_rung_of_the_ladder(dtype, capsys):
     assert loss["norm_rel"] < (1e-14 if dtype == "float64" else 1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_check_torch_passes_every_rung_with_the_exact_erf_gelu(dtype, capsys):
+    loss = passing_check("torch", dtype, capsys, gelu="erf", steps=10)
+    assert loss["norm_rel"] < (1e-14 if dtype == "float64" else 1e-6)
+
+
 def test_bfloat16_autocast_passes_with_its_own_tolerances():
     from workloads.conformance.ladder import run_ladder
 

@@ -26,12 +26,12 @@ def compiled():
     return CompileBackend(SPEC, dtype="float32")
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_check_compile_passes(dtype, capsys):
-    assert main(["check", "compile", "--dtype", dtype, "--json"]) == 0
+@pytest.mark.parametrize("dtype, gelu", [("float64", "tanh"), ("float32", "tanh"), ("float32", "erf")])
+def test_check_compile_passes(dtype, gelu, capsys):
+    assert main(["check", "compile", "--dtype", dtype, "--gelu", gelu, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 4
-    assert report["ok"] and len(report["rows"]) == 23 + 30 + 1 + 29 + 29 + 4
+    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 6 (greedy, sampled, sliding)
+    assert report["ok"] and len(report["rows"]) == 23 + 30 + 1 + 29 + 29 + 6 and report["spec"]["gelu"] == gelu
 
 
 def test_numpy_torch_and_compile_trajectories_agree_over_50_steps(compiled):
@@ -60,3 +60,14 @@ def test_compile_time_is_recorded_apart_from_step_time():
     train_s = model.compile_s_by_graph["train (8, 16)"]
     assert m["step_ms"][0] >= 1e3 * train_s  # the first step holds the training graph's compile...
     assert np.median(m["step_ms"][2:]) < 1e3 * train_s  # ...and the others none
+
+
+def test_train_with_compile_keeps_the_compilation_time_apart(capsys):
+    """`gptbench train --backend compile --json`: compile_s is in the record, per graph too; the
+    training graph's is what the first step's time holds (the timed figures leave that step out)."""
+    assert main(["train", "--backend", "compile", "--steps", "3", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["metrics"]
+    graphs = m["compile_s_by_graph"]
+    assert set(graphs) == {"train (32, 16)", "loss (32, 16)"} and sum(graphs.values()) == pytest.approx(m["compile_s"])
+    assert m["step_ms"][0] / 1e3 >= graphs["train (32, 16)"] > 10 * max(m["step_ms"][1:]) / 1e3
+    assert m["config"]["warmup_steps"] >= 1  # the first step is not in step_ms_median

@@ -92,13 +92,33 @@ def test_nanogpt_without_biases_gets_zero_biases_and_untied_head_is_refused():
 
 def test_nanogpt_ckpt_file_round_trip(tmp_path):
     torch = pytest.importorskip("torch")  # reading ckpt.pt needs torch (the [torch] extra)
-    from gptspec.weights import load_nanogpt_ckpt, save_nanogpt_ckpt
+    from gptspec.data import CharTokenizer
+    from gptspec.nanogpt import load_checkpoint, save_checkpoint
 
-    params = init_params(SPEC, 9)
-    path = save_nanogpt_ckpt(tmp_path / "ckpt.pt", params, SPEC)
+    params, tok = init_params(SPEC, 9), CharTokenizer("abcdefgh")
+    path = save_checkpoint(tmp_path / "ckpt.pt", params, SPEC, tok)
     raw = torch.load(path, weights_only=True)
     assert raw["model_args"]["n_embd"] == 32 and raw["model"]["lm_head.weight"].shape == (32, 32)
-    spec, back = load_nanogpt_ckpt(path)
-    assert spec.replace(name="tiny") == SPEC
+    back = load_checkpoint(path)
+    assert back.spec == SPEC.replace(name=tmp_path.name, gelu="erf")  # nanoGPT's MLP is exact: an erf model
+    assert back.tokenizer.chars == "abcdefgh"
     for n in params:
-        np.testing.assert_array_equal(back[n], params[n])
+        np.testing.assert_array_equal(back.params[n], params[n])
+
+
+def test_optimizer_state_round_trip(tmp_path):
+    from gptspec.optim import AdamWConfig
+    from gptspec.weights import load_optimizer_state, save_optimizer_state
+
+    rng = np.random.default_rng(0)
+    moments = {"step": 7, **{k: {n: rng.standard_normal(s).astype(np.float32) for n, s in SPEC.param_shapes().items()}
+                             for k in ("exp_avg", "exp_avg_sq")}}
+    save_optimizer_state(tmp_path / "o.safetensors", moments, SPEC, AdamWConfig(beta2=0.99))
+    back, optim = load_optimizer_state(tmp_path / "o.safetensors", SPEC)
+    assert back["step"] == 7 and optim == AdamWConfig(beta2=0.99)
+    for k in ("exp_avg", "exp_avg_sq"):
+        assert list(back[k]) == list(SPEC.param_shapes())
+        for n in moments[k]:
+            np.testing.assert_array_equal(back[k][n], moments[k][n])
+    with pytest.raises(WeightsError, match="not a gptbench AdamW state"):
+        load_optimizer_state(save_safetensors(tmp_path / "w.safetensors", init_params(SPEC), SPEC), SPEC)

@@ -30,11 +30,12 @@ def test_defaults_are_the_workloads_own_and_follow_the_spec():
     opts = {w: {s: workloads.options(Cell.make("numpy", w, s)) for s in ("tiny", "lumgpt")} for w in workloads.names()}
     assert opts["train"]["tiny"] == {"steps": 200, "batch_size": 32, "lr": 1e-2, "lr_warmup_steps": 10,
                                      "eval_interval": 20, "eval_batches": 4, "warmup_steps": 2, "seq_len": None,
-                                     "target_val_loss": None, "corpus": "synthetic", "tokenizer": "char"}
+                                     "target_val_loss": None, "min_lr": None, "beta1": 0.9, "beta2": 0.95,
+                                     "weight_decay": 0.1, "corpus": "synthetic", "tokenizer": "char"}
     assert (opts["train"]["lumgpt"]["batch_size"], opts["train"]["lumgpt"]["lr"]) == (8, 3e-3)  # the preset's
     assert opts["generate"]["tiny"] == {"max_new_tokens": 64, "prompt_tokens": 8, "batch_size": 1, "temperature": 1.0,
                                         "top_k": None, "warmup_tokens": 4, "weights": None, "corpus": "synthetic",
-                                        "tokenizer": "char"}
+                                        "tokenizer": "char", "window": "refill"}
     assert opts["attention"]["tiny"] == {"batch_size": 8, "n_head": 2, "seq_lens": [16], "head_dims": [16],
                                          "passes": ["forward", "backward", "fwd_bwd"], "repeats": 10, "warmup": 2}
     lumgpt = Cell.make("numpy", "attention", "lumgpt").spec

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from backends.base import WINDOWS
 from gptspec.data import load_corpus
 from workloads import Metric, Option, options
 
@@ -31,6 +32,8 @@ OPTIONS = (
     Option("corpus", str, "synthetic", "the prompt's and the vocabulary's source: 'synthetic', 'shakespeare' "
            "or a text file"),
     Option("tokenizer", str, "char", "character- or byte-level", choices=("char", "byte")),
+    Option("window", str, "refill", "once the context is full: refill the cache from the last block_size // 2 "
+           "tokens, or slide a full window per token as nanoGPT does (a prefill each)", choices=WINDOWS),
 )
 # the scalars of run()'s metrics; the rest: token_ms (one per new token), prompt_text, sample_text
 METRICS = (
@@ -43,7 +46,8 @@ METRICS = (
     Metric("token_ms_max", "ms", "the slowest token"),
     Metric("decode_tokens_per_s", "tokens/s", "batch_size per median token time"),
     Metric("total_s", "s", "the timed generation, prefill included"),
-    Metric("n_refills", "refills", "cache refills when the window was full (each counted as one token)"),
+    Metric("n_refills", "refills", "prefills after the prompt's, once the window was full (each counted as one "
+           "token): one per token past it under the sliding window"),
     Metric("new_tokens", "tokens", "per sequence"),
     Metric("prompt_tokens", "tokens", "per sequence"),
     Metric("batch_size", "sequences", "sampled together"),
@@ -82,7 +86,7 @@ def run(backend, cell) -> dict:
     backend.load_state(_load_weights(opts, spec, cell.seed))
     B, n_new = opts["batch_size"], opts["max_new_tokens"]
     prompt = np.tile(corpus.val[:opts["prompt_tokens"]], (B, 1))  # (B, T0)
-    sample = dict(temperature=opts["temperature"], top_k=opts["top_k"], seed=cell.seed)
+    sample = dict(temperature=opts["temperature"], top_k=opts["top_k"], seed=cell.seed, window=opts["window"])
     if opts["warmup_tokens"]:
         backend.generate(prompt, opts["warmup_tokens"], **sample)
 

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from gptspec.data import BatchSampler, Corpus, check_vocab, load_corpus
-from gptspec.optim import Schedule
+from gptspec.data import BatchSampler, Corpus, check_vocab, load_corpus, split_windows, spread_windows
+from gptspec.optim import AdamWConfig, Schedule
 from gptspec.weights import init_params
-from workloads import Metric, Option, options
+from workloads import Metric, Option, options, prepare_backend
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,16 @@ class TrainConfig:
     warmup_steps: int = 2  # steps excluded from timing
     seq_len: int | None = None  # default: the spec's block_size
     target_val_loss: float | None = None  # time_to_target_s is measured against it
+    min_lr: float | None = None  # the final learning rate; None: lr / 10
+    beta1: float = AdamWConfig.beta1
+    beta2: float = AdamWConfig.beta2
+    weight_decay: float = AdamWConfig.weight_decay
 
     def schedule(self) -> Schedule:
-        return Schedule(lr=self.lr, warmup_steps=self.lr_warmup_steps, decay_steps=self.steps)
+        return Schedule(lr=self.lr, warmup_steps=self.lr_warmup_steps, decay_steps=self.steps, min_lr=self.min_lr)
+
+    def adamw(self) -> AdamWConfig:
+        return AdamWConfig(beta1=self.beta1, beta2=self.beta2, weight_decay=self.weight_decay)
 
 
 # Per-preset defaults: (batch_size, lr). tiny reaches its entropy floor in a few hundred
@@ -102,13 +109,29 @@ def config_for(spec_name: str, **overrides) -> TrainConfig:
 
 
 def validation_batches(corpus: Corpus, cfg: TrainConfig, T: int) -> list:
-    """A fixed set of validation batches, the same for every backend and every call."""
-    sampler = BatchSampler(corpus.val, cfg.batch_size, T, seed=cfg.seed + 10_000)
-    return [sampler.next() for _ in range(cfg.eval_batches)]
+    """A fixed set of validation batches, evenly spread over the split: the same for every
+    backend, every call and every seed (two seeds are scored on the same text)."""
+    x, y = spread_windows(corpus.val, cfg.eval_batches * cfg.batch_size, T)
+    B = cfg.batch_size
+    return [(x[i:i + B], y[i:i + B]) for i in range(0, len(x), B)]
 
 
 def evaluate(backend, batches) -> float:
     return float(np.mean([backend.loss(x, y) for x, y in batches]))
+
+
+def evaluate_split(backend, data, batch_size: int = 32, on_batch=None) -> tuple[float, int]:
+    """(mean cross-entropy, tokens scored) of the backend over every non-overlapping block_size
+    window of data from its start (gptspec.data.split_windows): the full-split validation loss.
+    Batches of batch_size windows; each batch's mean is weighted by its windows, so the result is
+    the mean over tokens. on_batch(done, total) after each batch (progress)."""
+    x, y = split_windows(np.asarray(data), backend.spec.block_size)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        total += float(backend.loss(x[i:i + batch_size], y[i:i + batch_size])) * len(x[i:i + batch_size])
+        if on_batch:
+            on_batch(min(i + batch_size, len(x)), len(x))
+    return total / len(x), int(y.size)
 
 
 def summarize_times(step_ms: list[float], tokens_per_step: int) -> dict:
@@ -230,6 +253,12 @@ OPTIONS = (
     Option("target_val_loss", float | None, None, "time_to_target_s is measured against it; null: on the "
            f"synthetic corpus its entropy floor + {SYNTHETIC_TARGET_GAP} nats, on Tiny Shakespeare the spec's "
            "stated target (SHAKESPEARE_TARGETS in workloads/train.py), on another text file none", min=0),
+    Option("min_lr", float | None, None, "the final learning rate, reached at the last step; null: lr / 10", min=0),
+    Option("beta1", float, TrainConfig.beta1, "AdamW's first-moment decay", min=0, max=1),
+    Option("beta2", float, TrainConfig.beta2, "AdamW's second-moment decay (nanoGPT's shakespeare-char recipe: 0.99)",
+           min=0, max=1),
+    Option("weight_decay", float, TrainConfig.weight_decay, "AdamW's decoupled weight decay, on 2-D tensors only",
+           min=0),
     Option("corpus", str, "synthetic", "'synthetic', 'shakespeare' or a text file"),
     Option("tokenizer", str, "char", "character- or byte-level", choices=("char", "byte")),
 )
@@ -241,7 +270,8 @@ def timed_steps(metrics: dict) -> list:
 
 
 # the scalars of run()'s metrics; the rest are lists, objects and text: losses, step_ms (every
-# step), val_losses ([step, loss] pairs), config, corpus, target_source
+# step), val_losses ([step, loss] pairs), config, corpus, target_source, compile_s_by_graph
+# (torch.compile: seconds per compiled graph, e.g. "train (32, 16)", the one inside step_ms[0])
 METRICS = (
     Metric("tokens_per_s", "tokens/s", "tokens per median timed step; quartiles from the step-time quartiles",
            quartiles=("tokens_per_s_q1", "tokens_per_s_q3"), compare=True, summary="tokens/s {:,.0f}"),
@@ -267,7 +297,8 @@ METRICS = (
     Metric("tokens_per_step", "tokens", "batch_size x seq_len"),
     Metric("seq_len", "tokens", "tokens per sequence"),
     Metric("flops_per_token", "FLOP", "model FLOPs of one training token (GPTSpec.flops_per_token)"),
-    Metric("compile_s", "s", "torch.compile only: compilation, held in the first step's time"),
+    Metric("compile_s", "s", "torch.compile only: compilation, every graph's (compile_s_by_graph); the training "
+           "graph's is held in the first step's time, which the timed figures leave out"),
 )
 
 
@@ -293,6 +324,20 @@ def cell_config(cell) -> tuple[TrainConfig, dict]:
     return cfg, {"corpus": opts["corpus"], "tokenizer": opts["tokenizer"]}
 
 
+def prepare(cell):
+    """The cell's backend, made with the cell's AdamW settings (beta1, beta2, weight_decay). A
+    backend is given `optim` only when they differ from the defaults, so a plugin whose
+    constructor takes no `optim` still trains with the defaults."""
+    make = prepare_backend(cell)
+    optim = cell_config(cell)[0].adamw()
+    if optim == AdamWConfig():
+        return make
+    import backends
+
+    cls = backends.load(cell.backend)
+    return lambda: cls(cell.spec_obj(), device=cell.device, dtype=cell.dtype, optim=optim)
+
+
 def memory_estimate(cell) -> dict:
     cfg, _ = cell_config(cell)
     return cell.spec_obj().memory_estimate(cfg.batch_size, cell.dtype, "train", cfg.seq_len)
@@ -311,4 +356,5 @@ def run(backend, cell, on_step=None) -> dict:
     metrics["target_source"] = source
     if hasattr(backend, "compile_s"):  # torch.compile: held in the first step's time, shown apart
         metrics["compile_s"] = backend.compile_s
+        metrics["compile_s_by_graph"] = dict(getattr(backend, "compile_s_by_graph", {}))
     return metrics

@@ -17,9 +17,10 @@ from the same canonical weights on the same batches, under workloads/conformance
    the suite's learning-rate schedule: the loss of every step, then every final parameter.
 6. generate: from weights perturbed far enough that the logits are not nearly uniform, a
    greedy and a sampled (temperature, top-k, fixed seed) generation through the public
-   generate, long enough to refill the context: the logits of every model call against the
-   reference's full forward over that call's context (the spec's window rule, computed here),
-   then the tokens against a generation sampled from those full-forward logits.
+   generate, long enough to refill the context, and a greedy one under nanoGPT's sliding
+   window: the logits of every model call against the reference's full forward over that
+   call's context (the window rules, computed here), then the tokens against a generation
+   sampled from those full-forward logits.
 
 The report card names the first failing check in ladder order (workloads/conformance/report_card.py).
 """
@@ -62,16 +63,20 @@ def _embedding_vjp(inputs, dout):
     return out, ref.embedding_backward(dout, cache)
 
 
-def _linear_gelu_vjp(inputs, dout):
-    """The reference's linear then gelu, chained: the op a backend may fuse."""
-    h, linear_cache = ref.linear_forward(*inputs)
-    out, gelu_cache = ref.gelu_forward(h)
-    return out, ref.linear_backward(ref.gelu_backward(dout, gelu_cache), linear_cache)
+def _linear_gelu_vjp(kind):
+    """The reference's linear then the spec's gelu, chained: the op a backend may fuse."""
+    gelu_forward, gelu_backward = ref.gelu_ops(kind)
+
+    def run(inputs, dout):
+        h, linear_cache = ref.linear_forward(*inputs)
+        out, gelu_cache = gelu_forward(h)
+        return out, ref.linear_backward(gelu_backward(dout, gelu_cache), linear_cache)
+    return run
 
 
 def op_cases(spec, rng):
     """(op name, float64 inputs, dout, gradient names, reference vjp) for each op of the spec's
-    sizes: B=2, T=block_size. Inputs are O(1) so that every op works in its interesting range."""
+    sizes and GELU form: B=2, T=block_size. Inputs are O(1) so that every op works in its interesting range."""
     B, T, C, NH, HS, V = 2, spec.block_size, spec.n_embd, spec.n_head, spec.head_size, spec.vocab_size
     n = rng.standard_normal
     idx = rng.integers(0, V, (B, T))
@@ -83,9 +88,9 @@ def op_cases(spec, rng):
          ("dx", "dw", "db"), _vjp(ref.linear_forward, ref.linear_backward)),
         ("attention", (n((B, NH, T, HS)), n((B, NH, T, HS)), n((B, NH, T, HS))), n((B, NH, T, HS)),
          ("dq", "dk", "dv"), _vjp(ref.attention_forward, ref.attention_backward)),
-        ("gelu", (2.0 * n((B, T, 4 * C)),), n((B, T, 4 * C)), ("dx",), _vjp(ref.gelu_forward, ref.gelu_backward)),
+        ("gelu", (2.0 * n((B, T, 4 * C)),), n((B, T, 4 * C)), ("dx",), _vjp(*ref.gelu_ops(spec.gelu))),
         ("linear_gelu", (2.0 * n((B, T, C)), n((4 * C, C)) / np.sqrt(C), 0.1 * n(4 * C)), n((B, T, 4 * C)),
-         ("dx", "dw", "db"), _linear_gelu_vjp),
+         ("dx", "dw", "db"), _linear_gelu_vjp(spec.gelu)),
         ("cross_entropy", (2.0 * n((B, T, V)), rng.integers(0, V, (B, T))), np.float64(1.0), ("dlogits",),
          _vjp(ref.cross_entropy_forward, ref.cross_entropy_backward)),
     ]
@@ -234,26 +239,30 @@ def check_trajectory(backend, report, steps, batch_size):
 
 
 # --- level 6: generate --------------------------------------------------------------------
-def call_windows(prompt_len: int, new_tokens: int, block_size: int) -> list[tuple[int, int]]:
+def call_windows(prompt_len: int, new_tokens: int, block_size: int, window: str = "refill") -> list[tuple[int, int]]:
     """[start, end) of the token sequence that each model call of generate sees (docs/spec.md):
     the prompt's last block_size tokens, then one more per new token, and when the context
-    is full, a refill from the last block_size // 2 tokens. One window per call: 1 + new_tokens."""
+    is full, a refill from the last block_size // 2 tokens ("refill"), or the last block_size
+    tokens again ("sliding", nanoGPT's). One window per call: 1 + new_tokens."""
     length, end = min(prompt_len, block_size), prompt_len
     windows = [(end - length, end)]
     for _ in range(new_tokens):
         end += 1
-        length = block_size // 2 if length == block_size else length + 1
+        if length < block_size:
+            length += 1
+        elif window == "refill":
+            length = block_size // 2
         windows.append((end - length, end))
     return windows
 
 
-def full_forward_generation(reference, prompt, new_tokens, temperature, top_k, seed):
+def full_forward_generation(reference, prompt, new_tokens, temperature, top_k, seed, window="refill"):
     """What generate must produce, with no cache: each step's logits from a full forward over
     its window, and a token sampled from them as Backend.generate samples. Returns the tokens
     (B, prompt_len + new_tokens) and the uniform numbers each sampling step drew."""
     rng = np.random.default_rng(seed)
     seq, draws = np.asarray(prompt), []
-    for start, end in call_windows(prompt.shape[1], new_tokens, reference.spec.block_size)[:new_tokens]:
+    for start, end in call_windows(prompt.shape[1], new_tokens, reference.spec.block_size, window)[:new_tokens]:
         logits = reference.forward(seq[:, start:end])[0][:, -1, :]  # (B, V)
         draws.append(_peek(rng, seq.shape[0]))
         seq = np.concatenate([seq, sample_next(logits, temperature, top_k, rng)[:, None]], axis=1)
@@ -274,18 +283,19 @@ def check_generate(backend, report, rng):
     reference = _reference(spec, params)
     backend.load_state(params)
     new = bs + bs // 2 + 2  # past a full context: at least one refill
-    cases = (("greedy", dict(temperature=0.0, top_k=None), 3),
-             ("sampled", dict(temperature=0.8, top_k=max(2, spec.vocab_size // 4)), bs - 2))
-    for name, sampling, prompt_len in cases:
+    greedy, sampled = dict(temperature=0.0, top_k=None), dict(temperature=0.8, top_k=max(2, spec.vocab_size // 4))
+    cases = (("greedy", greedy, 3, "refill"), ("sampled", sampled, bs - 2, "refill"),
+             ("sliding", greedy, 3, "sliding"))  # nanoGPT's window: a full one for every token past the block
+    for name, sampling, prompt_len, window in cases:
         prompt = rng.integers(0, spec.vocab_size, (GENERATE_BATCH, prompt_len))
         seed = int(rng.integers(1 << 30))
         seen = []
-        out = np.asarray(backend.generate(prompt, new, seed=seed, **sampling,
+        out = np.asarray(backend.generate(prompt, new, seed=seed, **sampling, window=window,
                                           on_logits=lambda kind, logits: seen.append(np.asarray(logits))))
-        want_tokens, draws = full_forward_generation(reference, prompt, new, seed=seed, **sampling)
+        want_tokens, draws = full_forward_generation(reference, prompt, new, seed=seed, window=window, **sampling)
         # the logits of every call, on the backend's own tokens (so a token that went another
         # way on a near-tie does not hide what came after it)
-        want_logits = forced_logits(reference, out, prompt.shape[1], new)
+        want_logits = forced_logits(reference, out, prompt.shape[1], new, window)
         level, prefix = "generate", f"generate.{name}"
         if len(seen) != new + 1:
             report.rows.append(failed_row(level, f"{prefix}.logits", tol, f"{len(seen)} model calls reported "
@@ -297,10 +307,10 @@ def check_generate(backend, report, rng):
                                      draws, sampling, tol))
 
 
-def forced_logits(reference, tokens, prompt_len, new_tokens):
+def forced_logits(reference, tokens, prompt_len, new_tokens, window="refill"):
     """Full-forward logits (1 + new_tokens, B, V) of every call generate made while producing
     `tokens` (B, prompt_len + new_tokens)."""
-    windows = call_windows(prompt_len, new_tokens, reference.spec.block_size)
+    windows = call_windows(prompt_len, new_tokens, reference.spec.block_size, window)
     return np.stack([reference.forward(tokens[:, s:e])[0][:, -1, :] for s, e in windows])
 
 
