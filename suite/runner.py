@@ -56,12 +56,14 @@ def _supervise(proc: subprocess.Popen, tree: CellTree, budget_mb, timeout_s, pol
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             return status, usage, killed_for, sampled_peak, hwm
-        hwm = vm_hwm_mb(proc.pid) or hwm  # None once the child is a zombie
         if n % TREE_EVERY == 0:
             tree.scan()
         n += 1
         rss = tree.rss_mb()
         sampled_peak = max(sampled_peak, rss)
+        # the high-water mark read after the sample, so it is never below the resident size that
+        # decides an oom kill (a one-process cell's peak is then over the budget it passed)
+        hwm = vm_hwm_mb(proc.pid) or hwm  # None once the child is a zombie
         if killed_for is None and budget_mb and rss > budget_mb:
             killed_for = "oom"
             tree.scan()
