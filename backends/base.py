@@ -91,7 +91,8 @@ class Backend:
         return self.prefill(np.concatenate([self._context, tok], axis=1))
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0, on_logits=None) -> np.ndarray:
+                 top_k: int | None = None, seed: int = 0, on_logits=None,
+                 vocab_limit: int | None = None) -> np.ndarray:
         """Append max_new_tokens sampled tokens to idx (B, T0), through prefill and decode.
         Sampling is done here, in NumPy, from the logits they return, so equal logits give
         equal text. Backends implement prefill and decode, not this.
@@ -100,7 +101,10 @@ class Backend:
         When the context is full, it is refilled (one prefill) from the last block_size // 2
         tokens, so the cost per new token stays bounded (docs/spec.md, Generation).
         on_logits(kind, logits): called after every model call ("prefill" or "decode") with
-        the logits it returned: how workloads time generation and the ladder checks it."""
+        the logits it returned: how workloads time generation and the ladder checks it.
+        vocab_limit: sample only ids below it -- the tokenizer's vocabulary when the spec's
+        vocab_size is padded beyond it (tiny's 32 ids for the synthetic corpus's 8 letters,
+        GPT-2's 50304 for 50257 tokens): ids no text holds are never sampled."""
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"generate needs idx of shape (B, T0) with T0 >= 1, got {idx.shape}")
@@ -112,7 +116,7 @@ class Backend:
         observe("prefill", logits)
         context_len = min(idx.shape[1], bs)
         for _ in range(max_new_tokens):
-            nxt = sample_next(logits, temperature, top_k, rng)[:, None]  # (B, 1)
+            nxt = sample_next(logits, temperature, top_k, rng, vocab_limit)[:, None]  # (B, 1)
             out.append(nxt)
             if context_len == bs:
                 window = np.concatenate(out, axis=1)[:, -(bs // 2):]
@@ -134,10 +138,11 @@ class Backend:
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, vocab_limit: int | None = None) -> np.ndarray:
     """logits (B, V) -> next tokens (B,). temperature 0 is greedy (argmax).
-    top_k keeps the k largest logits (ties at the k-th value kept, as nanoGPT)."""
-    logits = np.asarray(logits, dtype=np.float64)
+    top_k keeps the k largest logits (ties at the k-th value kept, as nanoGPT).
+    vocab_limit: only ids below it compete (the logits of the others are dropped first)."""
+    logits = np.asarray(logits, dtype=np.float64)[:, :vocab_limit]  # (B, V'); [:None] keeps all
     if temperature == 0:
         return logits.argmax(axis=-1)
     logits = logits / temperature

@@ -4,8 +4,8 @@ A YAML file, validated with pydantic; an error names the file, the field and wha
 allowed. A workload's options are checked against what the workload declares
 (workloads.check_options: names, types, ranges), so no cell of a bad matrix is dispatched.
 Cells are the product backends x workloads x specs x dtypes x host classes x seeds x
-repeats, narrowed per workload (its own backends, e.g. attention providers) and per host
-class (the specs, backends and workloads it takes), minus `exclude` entries.
+repeats, narrowed per workload (its own backends, e.g. attention providers, and specs) and
+per host class (the specs, backends and workloads it takes), minus `exclude` entries.
 A host class named after an inventory host (suite/inventory.py) is that host, narrowed;
 any other name is an ad-hoc class, written out in full.
 With no file, the embedded default (default_matrix) runs on one CPU machine.
@@ -72,7 +72,20 @@ class HostClass(_Strict):
 
 class WorkloadEntry(_Strict):
     backends: list[str] | None = None  # default: the matrix's backends (attention: providers)
+    specs: list[str] | None = None  # default: the matrix's specs; a host class's own specs come first
     options: dict = Field(default_factory=dict)  # the workload's OPTIONS (checked by Matrix) and runner options
+    spec_options: dict[str, dict] = Field(default_factory=dict)  # per spec name: options over `options`
+
+    @field_validator("specs")
+    @classmethod
+    def _specs_resolve(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_specs(v)
+
+    @field_validator("spec_options")
+    @classmethod
+    def _spec_options_resolve(cls, v: dict[str, dict]) -> dict[str, dict]:
+        _check_specs(list(v))
+        return v
 
 
 class Matrix(_Strict):
@@ -116,12 +129,16 @@ class Matrix(_Strict):
         field (workloads.train.options.stepz), as pydantic names the others."""
         errors = []
         for name, entry in self.workloads.items():
-            try:
-                workloads.check_options(name, entry.options)
-            except workloads.OptionError as e:
-                errors += [InitErrorDetails(type=PydanticCustomError("workload_option", "{problem}", {"problem": msg}),
-                                            loc=("workloads", name, "options", option),
-                                            input=entry.options.get(option)) for option, msg in e.problems]
+            given = [(("options",), entry.options)] + [(("spec_options", spec), opts)
+                                                        for spec, opts in entry.spec_options.items()]
+            for where, opts in given:
+                try:
+                    workloads.check_options(name, opts)
+                except workloads.OptionError as e:
+                    errors += [InitErrorDetails(type=PydanticCustomError("workload_option", "{problem}",
+                                                                         {"problem": msg}),
+                                                loc=("workloads", name, *where, option), input=opts.get(option))
+                               for option, msg in e.problems]
         if errors:  # pydantic keeps a ValidationError raised in a validator as it is, locations included
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -153,11 +170,11 @@ class Matrix(_Strict):
             if hc.workloads is not None and wl not in hc.workloads:
                 continue
             backends = [b for b in (entry.backends or self.backends) if hc.backends is None or b in hc.backends]
-            for backend, spec in itertools.product(backends, hc.specs or self.specs):
+            for backend, spec in itertools.product(backends, hc.specs or entry.specs or self.specs):
                 if self._excluded(backend=backend, workload=wl, spec=spec, dtype=dtype, host_class=hc_name):
                     continue
                 for r in range(self.repeats):
-                    options = dict(entry.options)
+                    options = {**entry.options, **entry.spec_options.get(spec, {})}
                     if self.repeats > 1:
                         options["repeat"] = r  # repeats are distinct cells with distinct ids
                     out.append((Cell.make(backend, wl, resolve_spec(spec), dtype=dtype, device=hc.device,

@@ -20,7 +20,8 @@ from suite import env
 from suite.store import RunStore
 
 
-def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None) -> int:
+def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None,
+        preflight: bool = False) -> int:
     from suite import dispatch
     from suite import matrix as M
 
@@ -46,7 +47,7 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
     try:
         with store:
             print(dispatch.connect(address, temp_dir), file=sys.stderr)
-            outcome = _run_with_bar(mx, store, code_version)
+            outcome = _run_with_bar(mx, store, code_version, preflight)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -58,6 +59,10 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
         print(f"dispatch overhead per cell (Ray + the child, everything but the workload): median "
               f"{statistics.median(outcome.dispatch_s):.2f} s, max {max(outcome.dispatch_s):.2f} s; Ray's part: "
               f"median {statistics.median(outcome.ray_overhead_s):.2f} s", file=sys.stderr)
+    if preflight:
+        print(f"pre-flight only: {outcome.feasible} cell(s) can run on the live pool; run them with\n"
+              f"  gptbench run --resume {store.dir}", file=sys.stderr)
+        return 0
     if outcome.interrupted:
         print(f"interrupted: every finished cell's record is in {store.dir}/cells.jsonl; finish the run with\n"
               f"  gptbench run --resume {store.dir}", file=sys.stderr)
@@ -66,7 +71,7 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
     return 0
 
 
-def _run_with_bar(mx, store, code_version):
+def _run_with_bar(mx, store, code_version, preflight=False):
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -86,7 +91,7 @@ def _run_with_bar(mx, store, code_version):
         task = bar.add_task("cells", total=None)
         return dispatch.run_matrix(mx, store, code_version,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                   log=bar.console.print)
+                                   log=bar.console.print, preflight=preflight)
 
 
 def report(run_dir: Path) -> None:
