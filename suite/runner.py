@@ -194,6 +194,7 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
 
 
 # what the record of a workload made of cells takes from its ok sub-cell with the highest peak
+# (with none ok, from the sub-cell with the highest peak: a frontier where nothing fits)
 SUB_CELL_FIELDS = ("peak_rss_mb", "peak_rss_sampled_mb", "rss_after_setup_mb", "memory_estimate_mb",
                    "gpu_memory_estimate_mb", "memory_estimate", "memory_ratio", "gpu", "gpu_peak_allocated_mb",
                    "gpu_peak_reserved_mb", "implementation", "threads_seen", "heavy_modules")
@@ -213,7 +214,7 @@ def _run_made_of_cells(cell: Cell, limits: Limits, module, extra_env, poll_s) ->
     """A workload made of other cells (frontier): its run, here in the supervisor, measures
     each sub-cell with run_cell in its own child under these limits, each given what is left
     of this cell's timeout. The record's memory fields are those of the ok sub-cell with the
-    highest peak (for the frontier: the largest batch that fit)."""
+    highest peak (for the frontier: the largest batch that fit), else of any sub-cell."""
     record = Record.start(cell, limits)
     record.started = now()
     t0 = time.perf_counter()
@@ -236,7 +237,8 @@ def _run_made_of_cells(cell: Cell, limits: Limits, module, extra_env, poll_s) ->
         record.update(status="crash", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record.update(wall_s=time.perf_counter() - t0, ended=now())
     record.workload_s = record.wall_s
-    ok = [r for r in subs if r.status == "ok" and r.peak_rss_mb is not None]
+    measured = [r for r in subs if r.peak_rss_mb is not None]
+    ok = [r for r in measured if r.status == "ok"] or measured
     if ok:
         top = max(ok, key=lambda r: (r.gpu_peak_reserved_mb or 0.0, r.peak_rss_mb))
         record.update(**{k: getattr(top, k) for k in SUB_CELL_FIELDS})

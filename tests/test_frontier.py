@@ -155,6 +155,14 @@ def test_real_probe_cells_end_ok_and_oom_and_the_record_is_the_largest_that_fit(
     assert m["n_probes"] == len(probes) <= 10
 
 
+def test_a_budget_below_batch_one_is_a_frontier_of_zero_with_its_failed_probe():
+    r = run_cell(Cell.make("numpy", "frontier", "tiny"), Limits(budget_mb=30.0, timeout_s=60, threads=1))
+    assert r.status == "ok" and r.metrics["max_batch"] == 0 and r.metrics["n_probes"] == 1
+    (probe,) = r.metrics["probes"]
+    assert probe["status"] == "oom" and probe["peak_mb"] > 30.0 and "peak_mb_at_max" not in r.metrics
+    assert max(r.peak_rss_mb, r.peak_rss_sampled_mb) == probe["peak_mb"]  # the record shows what did not fit
+
+
 def test_the_report_draws_each_hosts_frontier_from_the_probes(real, tmp_path):
     page = reports.write_report(write_run(tmp_path / "run", [real.to_dict()])).read_text()
     titles = re.findall(r'<div class="figure" id="fig-\d+" data-title="([^"]*)"', page)
