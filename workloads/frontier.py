@@ -10,9 +10,10 @@ CUDA allocator's reserved peak).
 The search: batch 1 first (nothing fits when it does not), then the batch where the line
 through the fitting probes meets the budget (the spec's memory estimate gives its slope
 until two probes have measured one), 10% beyond it while no probe has failed; between the
-largest fitting and the smallest failing batch, the line's guess inside the bracket, and
-the midpoint after two guesses in a row that did not halve it. A good line brackets the
-frontier in two probes and pins it in two more; a bad one costs a few times a bisection.
+largest fitting and the smallest failing batch, the line's guess inside the bracket, or
+its midpoint when the line is past a failure or two guesses in a row did not halve it. A
+good line brackets the frontier in two probes and pins it in two more; a bad one costs a
+few times a bisection.
 """
 
 from __future__ import annotations
