@@ -148,13 +148,12 @@ def test_adamw_step_matches_torch_with_clipping_and_decay():
 def test_generation_with_kv_cache_equals_recomputing_each_window():
     spec = MICRO.replace(vocab_size=16, block_size=8)
     model = R.NumpyBackend(spec, dtype="float64")
-    # weights far from the init, so that logits differ by position and greedy text varies; a
-    # generator of its own: the module's depends on which tests ran before (some draws from
-    # it gave a greedy text of one repeated token)
-    own = np.random.default_rng(7)
-    params = {n: p + 0.3 * own.standard_normal(p.shape) for n, p in init_params(spec, 3).items()}
+    # weights far from the init, so that logits differ by position and greedy text varies (its
+    # own generator: the module's is shared by every test, and their order would change these)
+    g = np.random.default_rng(4)
+    params = {n: p + 0.5 * g.standard_normal(p.shape) for n, p in init_params(spec, 3).items()}
     model.load_state(params)
-    prompt = own.integers(0, 16, (2, 3))
+    prompt = g.integers(0, 16, (2, 3))
     seen = []
     out = model.generate(prompt, 20, temperature=0, on_logits=lambda kind, logits: seen.append((kind, logits)))
     # the documented semantics, by plain forward passes: the window is the cache contents,
@@ -167,7 +166,7 @@ def test_generation_with_kv_cache_equals_recomputing_each_window():
         want.append(logits[:, -1])
         seq = np.concatenate([seq, logits[:, -1].argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(out, seq[:, :-1])
-    assert len(set(out[0, 3:].tolist())) >= 3  # not one repeated token
+    assert min(len(set(row)) for row in out[:, 3:].tolist()) >= 5  # not one repeated token
     np.testing.assert_allclose(np.stack([lg for _, lg in seen]), np.stack(want), rtol=1e-12, atol=1e-12)
     kinds = [k for k, _ in seen]  # prefill of 3, decodes up to the full 8, a refill from 4, ...
     assert kinds == ["prefill"] + ["decode"] * 5 + ["prefill"] + ["decode"] * 4 + ["prefill"] + ["decode"] * 4 + \

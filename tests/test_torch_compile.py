@@ -30,7 +30,8 @@ def compiled():
 def test_check_compile_passes(dtype, capsys):
     assert main(["check", "compile", "--dtype", dtype, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] and len(report["rows"]) == 23 + 30 + 29
+    # ops 23; step0 30; eval 1; step 29; trajectory 29; generate 4
+    assert report["ok"] and len(report["rows"]) == 23 + 30 + 1 + 29 + 29 + 4
 
 
 def test_numpy_torch_and_compile_trajectories_agree_over_50_steps(compiled):
