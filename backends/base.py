@@ -103,7 +103,8 @@ class Backend:
         return self.prefill(np.concatenate([self._context, tok], axis=1))
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, seed: int = 0, on_logits=None, window: str = "refill") -> np.ndarray:
+                 top_k: int | None = None, seed: int = 0, on_logits=None, window: str = "refill",
+                 vocab_limit: int | None = None) -> np.ndarray:
         """Append max_new_tokens sampled tokens to idx (B, T0), through prefill and decode.
         Sampling is done here, in NumPy, from the logits they return, so equal logits give
         equal text. Backends implement prefill and decode, not this.
@@ -114,7 +115,10 @@ class Backend:
         bounded), or "sliding" (nanoGPT's: a prefill of the last block_size tokens for every
         new token, so each sees a full window) (docs/spec.md, Generation).
         on_logits(kind, logits): called after every model call ("prefill" or "decode") with
-        the logits it returned: how workloads time generation and the ladder checks it."""
+        the logits it returned: how workloads time generation and the ladder checks it.
+        vocab_limit: sample only ids below it -- the tokenizer's vocabulary when the spec's
+        vocab_size is padded beyond it (tiny's 32 ids for the synthetic corpus's 8 letters,
+        GPT-2's 50304 for 50257 tokens): ids no text holds are never sampled."""
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 2 or idx.shape[1] == 0:
             raise ValueError(f"generate needs idx of shape (B, T0) with T0 >= 1, got {idx.shape}")
@@ -128,7 +132,7 @@ class Backend:
         observe("prefill", logits)
         context_len = min(idx.shape[1], bs)
         for _ in range(max_new_tokens):
-            nxt = sample_next(logits, temperature, top_k, rng)[:, None]  # (B, 1)
+            nxt = sample_next(logits, temperature, top_k, rng, vocab_limit)[:, None]  # (B, 1)
             out.append(nxt)
             if context_len == bs:
                 keep = bs if window == "sliding" else bs // 2
@@ -151,10 +155,11 @@ class Backend:
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, vocab_limit: int | None = None) -> np.ndarray:
     """logits (B, V) -> next tokens (B,). temperature 0 is greedy (argmax).
-    top_k keeps the k largest logits (ties at the k-th value kept, as nanoGPT)."""
-    logits = np.asarray(logits, dtype=np.float64)
+    top_k keeps the k largest logits (ties at the k-th value kept, as nanoGPT).
+    vocab_limit: only ids below it compete (the logits of the others are dropped first)."""
+    logits = np.asarray(logits, dtype=np.float64)[:, :vocab_limit]  # (B, V'); [:None] keeps all
     if temperature == 0:
         return logits.argmax(axis=-1)
     logits = logits / temperature

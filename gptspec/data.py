@@ -54,7 +54,15 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+        """Text of ids; an id outside the vocabulary is an error that names it, never another
+        character (generation samples only ids below vocab_size: docs/spec.md, Generation)."""
+        ids = np.asarray(ids).reshape(-1)
+        bad = ids[(ids < 0) | (ids >= self.vocab_size)]
+        if bad.size:
+            raise DataError(f"token id {int(bad[0])} is outside the character vocabulary of {self.vocab_size} "
+                            f"({self.chars[:80]!r}): a spec's vocab_size padded beyond its tokenizer's holds ids "
+                            "no text has; sample with vocab_limit=tokenizer.vocab_size (docs/spec.md, Generation).")
+        return "".join(self.chars[i] for i in ids.tolist())
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars}
@@ -69,7 +77,14 @@ class ByteTokenizer:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
 
     def decode(self, ids) -> str:
-        return bytes(np.asarray(ids, dtype=np.uint8).reshape(-1).tolist()).decode("utf-8", errors="replace")
+        """Text of byte ids (an invalid UTF-8 sequence shows as U+FFFD); an id outside 0-255 is
+        an error that names it, not a byte taken modulo 256."""
+        ids = np.asarray(ids).reshape(-1)
+        bad = ids[(ids < 0) | (ids >= self.vocab_size)]
+        if bad.size:
+            raise DataError(f"token id {int(bad[0])} is not a byte (0-255): sample with "
+                            "vocab_limit=tokenizer.vocab_size (docs/spec.md, Generation).")
+        return bytes(ids.astype(np.uint8).tolist()).decode("utf-8", errors="replace")
 
     def to_dict(self) -> dict:
         return {"kind": self.kind}

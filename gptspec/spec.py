@@ -114,6 +114,9 @@ class GPTSpec:
         train: weights, grads, two AdamW moments, and the activations kept for backward
         (per layer ~24·C per token plus two T-wide attention rows per head).
         generate: weights plus the KV cache and one step's activations.
+        bfloat16 and float16 are autocast (backends/torch_eager.py): weights, grads, moments
+        and the KV cache stay float32, with one low-precision copy of the weights (autocast's
+        casts); activations are low precision.
         Framework and interpreter overhead is not included (the cell runner measures it).
         """
         if dtype not in DTYPE_BYTES:
@@ -121,24 +124,26 @@ class GPTSpec:
         if mode not in ("train", "generate"):
             raise SpecError(f"memory_estimate mode must be 'train' or 'generate', got {mode!r}.")
         nbytes = DTYPE_BYTES[dtype]
+        master = max(4, nbytes)  # the parameters' precision: float32 masters under autocast
         T = self.block_size if seq_len is None else seq_len
         B, C, L, NH, V = batch_size, self.n_embd, self.n_layer, self.n_head, self.vocab_size
-        weights = self.n_params() * nbytes
+        weights = self.n_params() * master
         if mode == "train":
             per_token = L * (24 * C + 2 * NH * T) + 4 * V + 4 * C
             est = {
                 "weights": weights,
                 "grads": weights,
-                # as precise as the parameters, and float32 at least (bf16 autocast keeps fp32 masters)
-                "adam_moments": 2 * self.n_params() * max(4, nbytes),
+                "adam_moments": 2 * weights,
                 "activations": B * T * per_token * nbytes,
             }
         else:
             est = {
                 "weights": weights,
-                "kv_cache": 2 * L * B * T * C * nbytes,
+                "kv_cache": 2 * L * B * T * C * master,
                 "activations": B * T * (MLP_RATIO * C + NH * T + V) * nbytes,
             }
+        if nbytes < master:
+            est["weights_cast"] = self.n_params() * nbytes
         est["total"] = sum(est.values())
         return est
 
@@ -153,6 +158,10 @@ def _prod(shape) -> int:
 PRESETS: dict[str, GPTSpec] = {
     # tests: small enough for float64 finite differences of every gradient
     "tiny": GPTSpec(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, name="tiny"),
+    # the synthetic corpus's 8 letters in a 128-token window, one layer: learns the order-2
+    # source past its unigram plateau in ~200 steps of batch 32 on any CPU backend (the
+    # default matrix's generation samples from it, docs/matrix.md)
+    "markov": GPTSpec(vocab_size=8, block_size=128, n_layer=1, n_head=2, n_embd=32, name="markov"),
     # the low-RAM box (~700 MB free): trains with the NumPy reference in well under 150 MB
     "lumgpt": GPTSpec(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128, name="lumgpt"),
     # d128, 2 heads, 2 layers, ctx 256: ~0.42M params

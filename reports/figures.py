@@ -235,6 +235,45 @@ def attention(att: pd.DataFrame) -> list:
     return out
 
 
+def frontier(probes: pd.DataFrame) -> list:
+    """Per host: every frontier probe's measured peak against its batch size (filled: it fit;
+    a cross: oom), a line per (backend, dtype, spec) through the probes that fit, the
+    estimate of each probe dotted beside it, the budget dashed, max_batch marked."""
+    out = []
+    if probes.empty:
+        return out
+    colours = qualitative.Plotly
+    for host, g in probes.groupby("host", sort=True):
+        fig = go.Figure()
+        for i, ((label, spec), c) in enumerate(g.groupby(["label", "spec"], sort=True)):
+            colour, name = colours[i % len(colours)], f"{label} {spec}"
+            c = c.sort_values("batch_size")
+            fit = c[c.status.isin(["ok", "diverged"])]
+            failed = c[~c.status.isin(["ok", "diverged"])]
+            fig.add_trace(go.Scatter(x=fit.batch_size.tolist(), y=_clean(fit.peak_mb), mode="lines+markers", name=name,
+                                     legendgroup=name, line=dict(color=colour), marker=dict(size=8),
+                                     hovertemplate=f"{name}<br>batch %{{x}}: fits<br>peak %{{y:,.0f}} MB<extra></extra>"))
+            fig.add_trace(go.Scatter(x=c.batch_size.tolist(), y=_clean(c.estimate_mb), mode="lines", name=f"{name} estimate",
+                                     legendgroup=name, line=dict(color=colour, dash="dot", width=1),
+                                     hovertemplate=f"{name} estimate<br>batch %{{x}}<br>%{{y:,.0f}} MB<extra></extra>"))
+            if not failed.empty:
+                fig.add_trace(go.Scatter(x=failed.batch_size.tolist(), y=_clean(failed.peak_mb), mode="markers",
+                                         name=f"{name} {'/'.join(sorted(failed.status.unique()))}", legendgroup=name,
+                                         marker=dict(color=colour, size=11, symbol="x"), customdata=failed.status.tolist(),
+                                         hovertemplate=f"{name}<br>batch %{{x}}: %{{customdata}}<br>peak when stopped "
+                                                       f"%{{y:,.0f}} MB<extra></extra>"))
+            best = fit[fit.batch_size == c.max_batch.iloc[0]]
+            if not best.empty:
+                fig.add_annotation(x=float(best.batch_size.iloc[0]), y=float(best.peak_mb.iloc[0]), ax=0, ay=-30,
+                                   text=f"max batch {int(best.batch_size.iloc[0])}", font=dict(color=colour))
+        for budget in g.budget_mb.dropna().unique():
+            fig.add_hline(y=float(budget), line=dict(color="#d62728", dash="dash"),
+                          annotation_text=f"budget {budget:,.0f} MB", annotation_position="top left")
+        _layout(fig, xaxis_title="batch size (sequences)", yaxis_title="peak memory (MB)")
+        out.append((f"Memory frontier on {host}: the largest batch whose training step fits", fig))
+    return out
+
+
 def comparison(table: pd.DataFrame) -> list:
     """Ratio B/A per metric with its interval from both runs' spreads; flagged ones in red."""
     if table.empty:

@@ -24,6 +24,8 @@ h1 { margin-bottom: .2em; } h2 { border-bottom: 2px solid #ddd; padding-top: .6e
 nav a { margin-right: 1em; }
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0 1em; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }
+/* a long sample without spaces wraps instead of widening the page; the columns before it do not */
+.samples td { overflow-wrap: anywhere; } .samples td:nth-child(-n+5) { white-space: nowrap; }
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { white-space: pre-wrap; font-size: .8em; max-height: 24em; overflow: auto; background: #f8f8f8; margin: 0; }

@@ -146,6 +146,22 @@ def attention_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def frontier_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per probe of every frontier cell (workloads/frontier.py), with the cell's
+    max_batch; a cell that ended without a frontier keeps its probes."""
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        if r.get("workload") != "frontier":
+            continue
+        base = {"cell_id": r["cell_id"], "host": host_label(r), "spec": _spec_name(r), "label": cell_label(r),
+                "cell_status": r.get("status"), "max_batch": num(m.get("max_batch"))}
+        rows += [{**base, **{k: p.get(k) for k in ("batch_size", "status", "peak_mb", "estimate_mb", "budget_mb")}}
+                 for p in m.get("probes") or []]
+    return pd.DataFrame(rows, columns=["cell_id", "host", "spec", "label", "cell_status", "max_batch", "batch_size",
+                                       "status", "peak_mb", "estimate_mb", "budget_mb"])
+
+
 def conformance_cards(records: list[dict]) -> list[dict]:
     """The report cards (workloads/conformance/ladder.py): conformance cells, and gates run before
     another workload. Each: {cell_id, host, status, card}."""

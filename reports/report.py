@@ -11,7 +11,7 @@ from reports import figures
 from reports.compare import compare_runs
 from reports.headline import RULE, headline
 from reports.html import Page, esc, table
-from reports.load import STATUS_ORDER, Run, load_run
+from reports.load import STATUS_ORDER, Run, frontier_frame, load_run
 
 OPEN_FAILURES = 30  # more non-ok cells than this: their table starts folded
 
@@ -118,7 +118,18 @@ def _samples(page: Page, run: Run) -> None:
     if run.samples.empty:
         parts.append("<p>No generation cell finished.</p>")
         return
-    parts.append(table(run.samples.sort_values(["host", "spec", "backend"])))
+    parts.append('<div class="samples">' + table(run.samples.sort_values(["host", "spec", "backend"])) + "</div>")
+
+
+def _frontier(page: Page, run: Run) -> None:
+    parts = _figures(page, "frontier", "Memory frontier", figures.frontier(frontier_frame(run.records)),
+                     "No frontier cell in this run.")
+    cells = run.cells[run.cells.workload == "frontier"]
+    cols = [c for c in ("host", "backend", "spec", "dtype", "status", "max_batch", "peak_mb_at_max",
+                        "estimate_mb_at_max", "binding_budget_mb", "estimated_max_batch", "tokens_per_s_at_max", "n_probes")
+            if c in cells]
+    if not cells.empty:
+        parts.append("<details><summary>numbers</summary>" + table(cells[cols].sort_values(cols[:4])) + "</details>")
 
 
 def _environment(page: Page, run: Run) -> None:
@@ -159,5 +170,6 @@ def build(run_dir, compare_dir=None) -> str:
     _conformance(page, run)
     _samples(page, run)
     _environment(page, run)
+    _frontier(page, run)
     return page.render(_header(run))
 

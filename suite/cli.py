@@ -312,7 +312,6 @@ def cmd_generate(args) -> int:
     import numpy as np
 
     from gptspec.weights import init_params
-    from workloads.generate import decode
 
     if args.weights:
         spec, params, tokenizer = _load_weights(args)
@@ -328,9 +327,10 @@ def cmd_generate(args) -> int:
     if not args.weights:
         print(f"note: no --weights given: sampling from untrained weights (init seed {args.seed})",
               file=sys.stderr)
+    # only ids the tokenizer can decode: a spec's vocab may be padded beyond it (docs/spec.md)
     out = model.generate(prompt[None, :], args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k, seed=args.seed, window=args.window)
-    text = decode(tok, out[0])  # an id past the vocabulary (an untrained model's) shows as U+FFFD
+                         top_k=args.top_k, seed=args.seed, window=args.window, vocab_limit=tok.vocab_size)
+    text = tok.decode(out[0])  # only ids the vocabulary holds were sampled (vocab_limit)
     if args.json:
         print(json.dumps({"backend": args.backend, "spec": spec.to_dict(), "prompt": args.prompt, "window": args.window,
                           "text": text, "tokens": np.asarray(out[0]).tolist()}))
@@ -510,7 +510,7 @@ def cmd_calibrate(args) -> int:
 def cmd_run(args) -> int:
     from suite.run_cmd import run
 
-    return run(args.matrix, args.address, args.out, args.resume)
+    return run(args.matrix, args.address, args.out, args.resume, preflight=args.preflight)
 
 
 def cmd_sim(args) -> int:
@@ -724,6 +724,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: start a local one-node Ray")
     s.add_argument("--out", default=None, help="new run directory (default: runs/<UTC time>-<matrix name>)")
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="run only the cells RUN_DIR has no record of")
+    s.add_argument("--preflight", action="store_true",
+                   help="check every cell against the live pool and record those no host can run (no_host); run "
+                        "nothing (then --resume RUN_DIR runs the rest)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("cluster", help="the simulated pool: several Ray nodes with host-class labels on this machine")

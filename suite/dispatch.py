@@ -161,17 +161,18 @@ class Outcome:
     total: int
     written: int = 0
     skipped: int = 0          # had a record already (resume)
+    feasible: int = 0         # passed the pre-flight
     interrupted: bool = False
     statuses: dict = field(default_factory=dict)
     dispatch_s: list = field(default_factory=list)
     ray_overhead_s: list = field(default_factory=list)
 
 
-def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=print) -> Outcome:
+def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=print, preflight=False) -> Outcome:
     """Run every cell of `matrix` that `store` has no record of; append each record as it
     comes. progress: a callable(done, total) (the CLI's bar). Returns counts; on Ctrl-C or
     SIGTERM (ray job stop) stops submitting and returns with interrupted=True; what still
-    runs ends with the job (see _cancel_all)."""
+    runs ends with the job (see _cancel_all). preflight: record the no_host cells, run none."""
     cells = matrix.cells()
     done = store.done_ids()
     out = Outcome(total=len(cells))
@@ -208,6 +209,9 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
             write(driver_record(t, matrix, code_version, "no_host", reason, estimate))
         else:
             pending.append(t)
+    out.feasible = len(pending)
+    if preflight:
+        return out
 
     flights: dict = {}
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # `ray job stop` sends SIGTERM

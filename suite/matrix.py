@@ -4,8 +4,8 @@ A YAML file, validated with pydantic; an error names the file, the field and wha
 allowed. A workload's options are checked against what the workload declares
 (workloads.check_options: names, types, ranges), so no cell of a bad matrix is dispatched.
 Cells are the product backends x workloads x specs x dtypes x host classes x seeds x
-repeats, narrowed per workload (its own backends, e.g. attention providers) and per host
-class (the specs, backends and workloads it takes), minus `exclude` entries.
+repeats, narrowed per workload (its own backends, e.g. attention providers, and specs) and
+per host class (the specs, backends and workloads it takes), minus `exclude` entries.
 A host class named after an inventory host (suite/inventory.py) is that host, narrowed;
 any other name is an ad-hoc class, written out in full.
 With no file, the embedded default (default_matrix) runs on one CPU machine.
@@ -72,7 +72,20 @@ class HostClass(_Strict):
 
 class WorkloadEntry(_Strict):
     backends: list[str] | None = None  # default: the matrix's backends (attention: providers)
+    specs: list[str] | None = None  # default: the matrix's specs; a host class's own specs come first
     options: dict = Field(default_factory=dict)  # the workload's OPTIONS (checked by Matrix) and runner options
+    spec_options: dict[str, dict] = Field(default_factory=dict)  # per spec name: options over `options`
+
+    @field_validator("specs")
+    @classmethod
+    def _specs_resolve(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_specs(v)
+
+    @field_validator("spec_options")
+    @classmethod
+    def _spec_options_resolve(cls, v: dict[str, dict]) -> dict[str, dict]:
+        _check_specs(list(v))
+        return v
 
 
 class Matrix(_Strict):
@@ -116,11 +129,14 @@ class Matrix(_Strict):
         field (workloads.train.options.stepz), as pydantic names the others."""
         errors = []
         for name, entry in self.workloads.items():
-            try:
-                workloads.check_options(name, entry.options)
-            except workloads.OptionError as e:
-                errors += [_error("workload_option", ("workloads", name, "options", option), entry.options.get(option),
-                                  msg) for option, msg in e.problems]
+            given = [(("options",), entry.options)] + [(("spec_options", spec), opts)
+                                                        for spec, opts in entry.spec_options.items()]
+            for where, opts in given:
+                try:
+                    workloads.check_options(name, opts)
+                except workloads.OptionError as e:
+                    errors += [_error("workload_option", ("workloads", name, *where, option), opts.get(option), msg)
+                               for option, msg in e.problems]
         if errors:  # pydantic keeps a ValidationError raised in a validator as it is, locations included
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -136,7 +152,8 @@ class Matrix(_Strict):
         excludes nothing: a typo. Each is an error at its own field."""
         have = {"backend": set(self.backends) | {b for e in self.workloads.values() for b in e.backends or []},
                 "workload": set(self.workloads), "dtype": set(self.dtypes), "host_class": set(self.host_classes),
-                "spec": set(self.specs) | {s for hc in self.host_classes.values() for s in hc.specs or []}}
+                "spec": set(self.specs) | {s for hc in self.host_classes.values() for s in hc.specs or []}
+                | {s for e in self.workloads.values() for s in e.specs or []}}
         errors = []
         for i, ex in enumerate(self.exclude):
             bad = [(k, v) for k, v in ex.items() if v not in have[k]]
@@ -171,7 +188,7 @@ class Matrix(_Strict):
                 continue
             hc, entry = self.host_classes[c["host_class"]], self.workloads[c["workload"]]
             for r in range(self.repeats):
-                options = dict(entry.options)
+                options = {**entry.options, **entry.spec_options.get(c["spec"], {})}
                 if self.repeats > 1:
                     options["repeat"] = r  # repeats are distinct cells with distinct ids
                 out.append((Cell.make(c["backend"], c["workload"], resolve_spec(c["spec"]), dtype=c["dtype"],
@@ -186,7 +203,7 @@ class Matrix(_Strict):
             if hc.workloads is not None and wl not in hc.workloads:
                 continue
             backends = [b for b in (entry.backends or self.backends) if hc.backends is None or b in hc.backends]
-            for backend, spec in itertools.product(backends, hc.specs or self.specs):
+            for backend, spec in itertools.product(backends, hc.specs or entry.specs or self.specs):
                 yield dict(backend=backend, workload=wl, spec=spec, dtype=dtype, host_class=hc_name, seed=seed)
 
     @staticmethod

@@ -22,7 +22,8 @@ from suite import env, tempdirs
 from suite.store import RunStore
 
 
-def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None) -> int:
+def run(matrix_path: str | None, address: str | None, out: str | None, resume: str | None,
+        preflight: bool = False) -> int:
     # what a driver or runner killed with SIGKILL left: Ray's agents, temp dirs, a cell's helpers
     for folder in tempdirs.sweep(tempdirs.DRIVER_PREFIX, "/tmp") + tempdirs.sweep(tempdirs.CELL_PREFIX):
         print(f"removed {folder}, left by a gptbench process that was killed, and ended its processes",
@@ -32,7 +33,7 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
     before = {k: os.environ.get(k) for k in local}
     try:
         os.environ.update(local)  # before Ray is imported: it reads these once
-        return _run(matrix_path, address, out, resume, temp_dir)
+        return _run(matrix_path, address, out, resume, temp_dir, preflight)
     finally:
         for k, v in before.items():  # this process's environment as it was (a caller's, a test's)
             if v is None:
@@ -54,7 +55,7 @@ def _local_ray_env(temp_dir: Path) -> dict:
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", tempdirs.MARKER: str(temp_dir)}
 
 
-def _run(matrix_path, address, out, resume, temp_dir) -> int:
+def _run(matrix_path, address, out, resume, temp_dir, preflight) -> int:
     from suite import dispatch
     from suite import matrix as M
 
@@ -81,7 +82,7 @@ def _run(matrix_path, address, out, resume, temp_dir) -> int:
     try:
         with store:
             print(dispatch.connect(address, str(temp_dir) if temp_dir else None), file=sys.stderr)
-            outcome = _run_with_bar(mx, store, code_version)
+            outcome = _run_with_bar(mx, store, code_version, preflight)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -91,6 +92,10 @@ def _run(matrix_path, address, out, resume, temp_dir) -> int:
         print(f"dispatch overhead per cell (Ray + the child, everything but the workload): median "
               f"{statistics.median(outcome.dispatch_s):.2f} s, max {max(outcome.dispatch_s):.2f} s; Ray's part: "
               f"median {statistics.median(outcome.ray_overhead_s):.2f} s", file=sys.stderr)
+    if preflight:
+        print(f"pre-flight only: {outcome.feasible} cell(s) can run on the live pool; run them with\n"
+              f"  gptbench run --resume {store.dir}", file=sys.stderr)
+        return 0
     if outcome.interrupted:
         print(f"interrupted: every finished cell's record is in {store.dir}/cells.jsonl; finish the run with\n"
               f"  gptbench run --resume {store.dir}", file=sys.stderr)
@@ -99,7 +104,7 @@ def _run(matrix_path, address, out, resume, temp_dir) -> int:
     return 0
 
 
-def _run_with_bar(mx, store, code_version):
+def _run_with_bar(mx, store, code_version, preflight=False):
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -119,7 +124,7 @@ def _run_with_bar(mx, store, code_version):
         task = bar.add_task("cells", total=None)
         return dispatch.run_matrix(mx, store, code_version,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                   log=bar.console.print)
+                                   log=bar.console.print, preflight=preflight)
 
 
 def report(run_dir: Path) -> None:

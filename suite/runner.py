@@ -13,6 +13,9 @@ child at its end, or the last value polled here if it was killed. wait4's ru_max
 kept as `ru_maxrss_mb` but is not the peak: Linux carries the parent's high-water mark
 across fork+exec, so a cell spawned by a 400 MB Ray worker would read >= 400 MB.
 
+A workload made of other cells (workloads.runs_cells: frontier) runs here in the
+supervisor instead, measuring each of its sub-cells with run_cell in its own child.
+
 No RLIMIT_AS: torch, CUDA and OpenBLAS reserve far more address space than they touch,
 so an address-space cap kills healthy cells; polling the resident set measures what the
 host actually loses. Between two polls (10 ms) a cell can overshoot the budget by what
@@ -29,8 +32,10 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
+import workloads
 from suite import calibrate, env, tempdirs
 from suite.cell import Cell, measure, vm_hwm_mb
 from suite.proctree import CellTree, become_subreaper
@@ -122,6 +127,9 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
     limits.budget_mb: the RAM budget of the child's process tree; gpu_budget_mb: the VRAM
     budget (a bigger card is capped at it); threads: BLAS/OpenMP/torch threads (None: every core)."""
     limits = dataclasses.replace(limits, threads=int(limits.threads or os.cpu_count() or 1))
+    module = _made_of_cells(cell)
+    if module is not None:
+        return _run_made_of_cells(cell, limits, module, extra_env, poll_s)
     record = Record.start(cell, limits)
     peak_flops, record.calibration_error = calibrate.host_peak(cell.device, cell.dtype)
 
@@ -171,6 +179,58 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
                                                f"{limits.budget_mb:.0f} MB")
     est = record.memory_estimate_mb
     record.memory_ratio = record.peak_rss_mb / est if est else None
+    return record
+
+
+# what the record of a workload made of cells takes from its ok sub-cell with the highest peak
+# (with none ok, from the sub-cell with the highest peak: a frontier where nothing fits)
+SUB_CELL_FIELDS = ("peak_rss_mb", "peak_rss_sampled_mb", "rss_after_setup_mb", "memory_estimate_mb",
+                   "gpu_memory_estimate_mb", "memory_estimate", "memory_ratio", "gpu", "gpu_peak_allocated_mb",
+                   "gpu_peak_reserved_mb", "implementation", "threads_seen", "heavy_modules")
+
+
+def _made_of_cells(cell: Cell):
+    """The cell's workload module when it is made of other cells (workloads.runs_cells), else
+    None; an unknown workload is left to the child, where every failure becomes a record."""
+    try:
+        module = workloads.load(cell.workload)
+    except Exception:  # noqa: BLE001
+        return None
+    return module if workloads.runs_cells(module) else None
+
+
+def _run_made_of_cells(cell: Cell, limits: Limits, module, extra_env, poll_s) -> Record:
+    """A workload made of other cells (frontier): its run, here in the supervisor, measures
+    each sub-cell with run_cell in its own child under these limits, each given what is left
+    of this cell's timeout. The record's memory fields are those of the ok sub-cell with the
+    highest peak (for the frontier: the largest batch that fit), else of any sub-cell."""
+    record = Record.start(cell, limits)
+    record.started = now()
+    t0 = time.perf_counter()
+    subs: list[Record] = []
+
+    def sub(c: Cell) -> dict:
+        left = None if limits.timeout_s is None else limits.timeout_s - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            r = Record(**c.to_dict(), status="timeout", reason=f"the {cell.workload} cell's timeout of "
+                                                               f"{limits.timeout_s:g} s ran out before this sub-cell")
+        else:
+            r = run_cell(c, dataclasses.replace(limits, timeout_s=left), extra_env, poll_s)
+        subs.append(r)
+        return r.to_dict()
+
+    try:
+        metrics = module.run(None, cell, run_cell=sub)
+        record.update(status=metrics.pop("status", "ok"), reason=metrics.pop("reason", None), metrics=metrics)
+    except Exception as e:  # noqa: BLE001 -- every failure must end in a record
+        record.update(status="crash", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    record.update(wall_s=time.perf_counter() - t0, ended=now())
+    record.workload_s = record.wall_s
+    measured = [r for r in subs if r.peak_rss_mb is not None]
+    ok = [r for r in measured if r.status == "ok"] or measured
+    if ok:
+        top = max(ok, key=lambda r: (r.gpu_peak_reserved_mb or 0.0, r.peak_rss_mb))
+        record.update(**{k: getattr(top, k) for k in SUB_CELL_FIELDS})
     return record
 
 

@@ -45,6 +45,18 @@ def test_train_then_generate_from_the_saved_weights(tmp_path, capsys):
     assert gen["text"].startswith("abc") and len(gen["text"]) == 28 and set(gen["text"]) <= set("abcdefgh")
 
 
+def test_generate_from_barely_trained_weights_samples_only_the_corpus_letters(tmp_path, capsys):
+    # tiny's 32 ids for the synthetic corpus's 8 letters: two steps leave the padding ids
+    # likely, and sampling one was an IndexError in the tokenizer's decode
+    out = tmp_path / "run"
+    assert main(["train", "--steps", "2", "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--weights", str(out / "weights.safetensors"), "--prompt", "abc",
+                 "--max-new-tokens", "300", "--json"]) == 0
+    gen = json.loads(capsys.readouterr().out)
+    assert len(gen["text"]) == 303 and set(gen["text"]) <= set("abcdefgh") and max(gen["tokens"]) < 8
+
+
 def test_diverged_training_exits_nonzero_with_the_status(capsys):
     with pytest.warns(RuntimeWarning):
         code = main(["train", "--steps", "10", "--lr", "1e30", "--json"])

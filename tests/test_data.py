@@ -35,6 +35,18 @@ def test_text_outside_the_vocab_is_a_clear_error():
     assert "3 character(s) outside" in msg and "'!?z'" in msg and "position 5" in msg
 
 
+def test_an_id_outside_the_vocab_is_a_clear_error_not_another_character():
+    # a spec's vocab_size padded beyond its tokenizer's (tiny's 32 for the synthetic corpus's
+    # 8 letters) holds ids no text has: once an IndexError, a byte modulo 256, or a wrapped -1
+    with pytest.raises(DataError, match=r"token id 9 is outside the character vocabulary of 3 \('abc'\)"):
+        CharTokenizer("abc").decode([0, 2, 9, 1])
+    with pytest.raises(DataError, match="token id -1 is outside"):
+        CharTokenizer("abc").decode(np.array([[0, -1]]))
+    with pytest.raises(DataError, match="token id 300 is not a byte"):
+        ByteTokenizer().decode([104, 300])
+    assert CharTokenizer("abc").decode(np.array([[2, 0]])) == "ca"
+
+
 def test_byte_tokenizer_handles_any_text():
     tok = ByteTokenizer()
     text = "naïve café — ok"

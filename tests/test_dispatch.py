@@ -98,6 +98,28 @@ def test_infeasible_cells_become_no_host_at_once(pool, tmp_path):
     assert "live pool:" in reasons["bigcard"] and "'vram_gb': 12.0" in reasons["bigcard"]
 
 
+def test_the_pool_matrix_preflights_here_its_gpu_cells_no_host_in_seconds(pool, tmp_path):
+    """matrices/pool.yaml on the simulated pool, whose rtx4070 node has no GPU: --preflight
+    records every GPU cell no_host with the reason and runs nothing; the CPU hosts' cells pass."""
+    from suite import matrix as M
+
+    cells = M.load(REPO / "matrices" / "pool.yaml")[0].cells()
+    gpu = [c for c, hc in cells if hc.device.startswith("cuda")]
+    assert {c.host_class for c in gpu} == {"rtx4070"} and {c.dtype for c in gpu} == {"float32", "bfloat16"}
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = _run([str(REPO / "matrices" / "pool.yaml"), "--preflight", "--out", str(out)], pool, timeout=120)
+    wall_s = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert wall_s < 30  # nothing is submitted, nothing waits
+    records = read_records(out)
+    assert sorted(r["cell_id"] for r in records) == sorted(c.cell_id(records[0]["code_version"]) for c in gpu)
+    assert {r["status"] for r in records} == {"no_host"}
+    assert all("no live node has resource GPU>=1" in r["reason"] for r in records)
+    assert f"pre-flight only: {len(cells) - len(gpu)} cell(s) can run on the live pool" in proc.stderr
+    assert not (out / "report.html").exists()
+
+
 SLOW = """
 name: slow
 backends: [numpy]

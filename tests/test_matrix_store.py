@@ -51,6 +51,20 @@ def test_matrix_expands_per_workload_and_host_class(tmp_path):
     assert len({c.cell_id("v") for c, _ in mx.cells()}) == 10
 
 
+def test_a_workload_has_its_own_specs_and_options_per_spec(tmp_path):
+    text = SMALL.replace("  train: {options: {steps: 3}}",
+                         "  train: {specs: [lumgpt, proust], options: {steps: 3, lr: 1.0e-3}, "
+                         "spec_options: {proust: {steps: 7}}}")
+    cells = M.load(_write(tmp_path, text))[0].cells()
+    trains = {(c.host_class, c.spec["name"], c.seed): c.options for c, _ in cells if c.workload == "train"}
+    # lowram has no specs of its own: train's; cpu's own [tiny] comes first; proust's steps are its own
+    assert trains == {**{("lowram", "lumgpt", s): {"steps": 3, "lr": 1e-3} for s in (0, 1)},
+                      **{("lowram", "proust", s): {"steps": 7, "lr": 1e-3} for s in (0, 1)},
+                      **{("cpu", "tiny", s): {"steps": 3, "lr": 1e-3} for s in (0, 1)}}
+    # the matrix's specs for the other workloads: attention on tiny (cpu's own) only
+    assert {c.spec["name"] for c, _ in cells if c.workload == "attention"} == {"tiny"}
+
+
 def test_repeats_are_distinct_cells(tmp_path):
     mx, _ = M.load(_write(tmp_path, SMALL.replace("seeds: [0, 1]", "seeds: [0]\nrepeats: 3")))
     cells = mx.cells()
@@ -72,6 +86,13 @@ def test_repeats_are_distinct_cells(tmp_path):
     (("seq_lens: [16]", "seq_lens: 16"), "workloads.attention.options.seq_lens", "a non-empty list of integers"),
     (("{steps: 3}", "{steps: 3, gate: lint}"), "workloads.train.options.gate", "one of 'attention', 'conformance'"),
     (("seeds: [0, 1]", "seeds: [0, -1]"), "seeds.1", "greater than or equal to 0"),
+    # a workload's own specs and its options for one spec
+    (("  train: {options: {steps: 3}}", "  train: {specs: [tiny, huge], options: {steps: 3}}"), "workloads.train.specs",
+     "unknown spec preset 'huge'"),
+    (("{steps: 3}}", "{steps: 3}, spec_options: {lumgpt: {stepz: 9}}}"), "workloads.train.spec_options.lumgpt.stepz",
+     "unknown option; allowed: steps"),
+    (("{steps: 3}}", "{steps: 3}, spec_options: {huge: {steps: 9}}}"), "workloads.train.spec_options",
+     "unknown spec preset 'huge'"),
 ])
 def test_matrix_errors_name_file_field_and_what_is_allowed(tmp_path, change, field, allowed):
     path = _write(tmp_path, SMALL.replace(*change))

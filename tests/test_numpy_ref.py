@@ -227,6 +227,30 @@ def test_sampling_follows_softmax_with_temperature_and_top_k():
     np.testing.assert_array_equal(sample_next(logits[:3], 0, None, None), [0, 0, 0])
 
 
+def test_sampling_with_a_vocab_limit_draws_only_ids_below_it_from_their_softmax():
+    # the likeliest ids (8 and 9) are the padding a tokenizer of 4 tokens cannot decode
+    logits = np.array([[1.0, 0.0, 0.5, -1.0, 0.0, 0.0, 0.0, 0.0, 5.0, 4.0]] * 20000)
+    draws = sample_next(logits, 1.0, None, np.random.default_rng(0), vocab_limit=4)
+    p = np.exp(logits[0, :4]) / np.exp(logits[0, :4]).sum()  # the softmax over the 4 alone
+    freq = np.bincount(draws, minlength=4) / len(draws)
+    assert draws.max() < 4 and np.all(np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / len(draws)))
+    np.testing.assert_array_equal(sample_next(logits[:2], 0, None, None, vocab_limit=4), [0, 0])
+    assert set(np.unique(sample_next(logits, 1.0, 2, np.random.default_rng(0), vocab_limit=4))) == {0, 2}
+
+
+def test_generate_with_a_vocab_limit_samples_only_decodable_ids_and_reports_full_logits():
+    spec = preset("tiny")  # vocab 32 for a tokenizer of 8
+    model = R.NumpyBackend(spec)
+    model.load_state({n: p + 0.5 * rng.standard_normal(p.shape) for n, p in init_params(spec, 0).items()})
+    seen = []
+    prompt = np.array([[0, 1, 2]])
+    free = model.generate(prompt, 300, seed=1)
+    out = model.generate(prompt, 300, seed=1, vocab_limit=8, on_logits=lambda kind, lg: seen.append(lg.shape))
+    assert free[0, 3:].max() >= 8  # without the limit, these weights sample padding ids
+    assert out.shape == (1, 303) and out[0, 3:].max() < 8 and len(set(out[0, 3:].tolist())) >= 4
+    assert set(seen) == {(1, 32)}  # observers see the model's whole output
+
+
 def test_training_tiny_reaches_the_entropy_floor_of_the_synthetic_corpus():
     corpus = load_corpus("synthetic")
     model = R.NumpyBackend(preset("tiny"))

@@ -41,7 +41,11 @@ def test_memory_estimate_counts_weights_grads_and_moments_exactly():
     # the moments have the parameters' precision: float64 here, float32 under bf16 autocast
     assert est["adam_moments"] == 2 * s.n_params() * 8
     assert s.memory_estimate(4, dtype="float32")["adam_moments"] == 2 * s.n_params() * 4
-    assert s.memory_estimate(4, dtype="bfloat16")["adam_moments"] == 2 * s.n_params() * 4
+    # bfloat16 is autocast: float32 weights, grads and moments, one bfloat16 copy of the weights
+    bf16 = s.memory_estimate(4, dtype="bfloat16")
+    assert bf16["weights"] == bf16["grads"] == s.n_params() * 4 and bf16["adam_moments"] == 2 * s.n_params() * 4
+    assert bf16["weights_cast"] == s.n_params() * 2 and "weights_cast" not in est
+    assert bf16["activations"] == s.memory_estimate(4, dtype="float32")["activations"] // 2
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
     # activations grow linearly with batch
     assert s.memory_estimate(8)["activations"] == 2 * s.memory_estimate(4)["activations"]

@@ -34,8 +34,10 @@ def test_defaults_are_the_workloads_own_and_follow_the_spec():
                                      "weight_decay": 0.1, "corpus": "synthetic", "tokenizer": "char"}
     assert (opts["train"]["lumgpt"]["batch_size"], opts["train"]["lumgpt"]["lr"]) == (8, 3e-3)  # the preset's
     assert opts["generate"]["tiny"] == {"max_new_tokens": 64, "prompt_tokens": 8, "batch_size": 1, "temperature": 1.0,
-                                        "top_k": None, "warmup_tokens": 4, "weights": None, "corpus": "synthetic",
-                                        "tokenizer": "char", "window": "refill"}
+                                        "top_k": None, "warmup_tokens": 64, "weights": None, "pretrain_steps": 0,
+                                        "corpus": "synthetic", "tokenizer": "char", "window": "refill"}
+    assert workloads.options(Cell.make("numpy", "generate", "tiny", options={"max_new_tokens": 9}))["warmup_tokens"] == 9
+    assert opts["frontier"]["lumgpt"] == {"seq_len": 128, "probe_steps": 2, "batch_limit": 4096, "resolution": 1}
     assert opts["attention"]["tiny"] == {"batch_size": 8, "n_head": 2, "seq_lens": [16], "head_dims": [16],
                                          "passes": ["forward", "backward", "fwd_bwd"], "repeats": 10, "warmup": 2}
     lumgpt = Cell.make("numpy", "attention", "lumgpt").spec
@@ -100,7 +102,7 @@ def test_a_declaration_the_checks_cannot_read_fails_when_written():
 
 
 def test_every_workload_declares_itself_and_gradcheck_is_none():
-    assert workloads.names() == ["attention", "conformance", "generate", "train"]
+    assert workloads.names() == ["attention", "conformance", "frontier", "generate", "train"]
     for name in workloads.names():
         module = workloads.load(name)
         assert all(hasattr(module, x) for x in ("OPTIONS", "METRICS", "run", "memory_estimate"))

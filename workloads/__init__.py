@@ -8,6 +8,10 @@ workload and declares itself (docs/adding-a-workload.md):
     prepare(cell) -> make               (optional; default: prepare_backend) make() -> target
     summary_lines(metrics) -> [str]     (optional: lines `gptbench cell` prints after the metrics)
 
+A workload made of other cells (frontier: its probes) declares run(target, cell, run_cell):
+it runs in the cell's supervisor instead of a child (suite/runner.py), target is None, and
+run_cell(sub_cell) -> record dict measures a cell in its own child under the same limits.
+
 The matrix validates a workload's options against OPTIONS at parse time, `gptbench cell
 --option` before it spawns the child, and the workload reads them through options(cell).
 The report's cells table, compare and the summaries read METRICS.
@@ -167,11 +171,16 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
+def _gates() -> list[str]:
+    """The workloads a gate can be: those that run in a cell's child (not made of cells)."""
+    return [n for n in names() if not runs_cells(load(n))]
+
+
 # the options the cell runner handles for every workload (suite/cell.py, the matrix); threads are not an
 # option but part of the cell's limits (suite/record.py)
 RUNNER_OPTIONS = (
     Option("gate", str | None, None, "a workload run first on the same backend, with its own defaults; a gate "
-           "that is not ok ends the cell with its status", choices=names),
+           "that is not ok ends the cell with its status", choices=_gates),
     Option("repeat", int | None, None, "set by the matrix when repeats > 1: repeats are distinct cells with "
            "distinct ids", min=0),
 )
@@ -190,6 +199,13 @@ def load(name: str):
         raise GptbenchError(f"workloads.{name} is not a workload: it lacks {', '.join(missing)} "
                             "(docs/adding-a-workload.md).")
     return module
+
+
+def runs_cells(module) -> bool:
+    """Whether a workload module is made of other cells: its run takes `run_cell`."""
+    import inspect
+
+    return "run_cell" in inspect.signature(module.run).parameters
 
 
 def metrics(name) -> tuple[Metric, ...]:

@@ -1,0 +1,92 @@
+"""The embedded default (`gptbench run` with no file) measures something: every CPU backend
+trains to its target and is proven conformant on its host class, attention is swept to
+realistic lengths, generation samples readable text from learned weights, and the low-RAM
+class gets its memory frontier. The two cells run here are the default's own, as the
+matrix file configures them."""
+
+from importlib.util import find_spec
+
+import pytest
+
+from backends.numpy_ref import NumpyBackend
+from gptspec.data import load_corpus
+from suite import matrix as M
+from suite.record import Limits
+from suite.runner import run_cell
+from workloads import options, train
+
+CPU_BACKENDS = {"numpy", "torch", "compile", "jax", "mlx"}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return M.default_matrix().cells()
+
+
+def _one(cells, **want):
+    found = [c for c, _ in cells if all(getattr(c, k) == v for k, v in want.items())]
+    assert len(found) == 1, (want, found)
+    return found[0]
+
+
+def test_every_cpu_backend_trains_on_the_local_host_and_each_training_is_proven(cells):
+    trains = {(c.host_class, c.backend, c.dtype) for c, _ in cells if c.workload == "train"}
+    assert {b for h, b, _ in trains if h == "local"} == CPU_BACKENDS
+    proofs = {(c.host_class, c.backend, c.dtype) for c, _ in cells if c.workload == "conformance"}
+    assert trains <= proofs  # the headline ranks only a (backend, dtype) proven on its host class
+    for c, _ in cells:
+        if c.workload == "train":  # to the synthetic corpus's target: the default's
+            opts = options(c)
+            assert opts["corpus"] == "synthetic" and opts["target_val_loss"] is None
+            assert opts["eval_interval"] and opts["steps"] % opts["eval_interval"] == 0
+
+
+def test_attention_generation_and_the_frontier_measure_realistic_shapes(cells):
+    for provider in ("numpy", "math", "sdpa"):
+        o = options(_one(cells, workload="attention", backend=provider))
+        assert len(o["seq_lens"]) >= 4 and max(o["seq_lens"]) >= 512 and o["head_dims"] == [64]
+    for c, _ in cells:
+        if c.workload == "generate":
+            o = options(c)
+            assert c.spec_obj().block_size >= 128 and o["max_new_tokens"] >= 128 and o["pretrain_steps"] > 0
+            assert o["warmup_tokens"] == o["max_new_tokens"]  # compilation before the timed run, not in it
+    frontier = {(c.backend, c.spec["name"], hc.budget_mb) for c, hc in cells if c.workload == "frontier"}
+    assert frontier == {("numpy", "lumgpt", 700), ("torch", "lumgpt", 700)}
+    assert {c.host_class for c, _ in cells if c.workload == "frontier"} == {"lowram"}
+
+
+def test_the_numpy_train_cell_reaches_its_target_with_a_margin(cells):
+    """The default's numpy train cell as configured; torch, compile, jax and mlx compute the
+    same function (their conformance) and were measured to reach it too (docs/matrix.md)."""
+    cell = _one(cells, workload="train", backend="numpy", host_class="local")
+    m = train.run(NumpyBackend(cell.spec_obj()), cell)
+    assert m["status"] == "ok" and m["target_val_loss"] == pytest.approx(m["entropy_floor"] + 0.1)
+    assert m["steps_to_target"] is not None, m["val_losses"]
+    assert m["steps_to_target"] <= 0.85 * len(m["losses"]), m["val_losses"]  # a margin for the other backends
+
+
+def test_the_generate_cell_samples_128_letters_from_weights_that_learned_the_corpus(cells):
+    cell = _one(cells, workload="generate", backend="numpy", host_class="local")
+    r = run_cell(cell, Limits(timeout_s=300, threads=2))
+    assert r.status == "ok", (r.reason, r.traceback)
+    m = r.metrics
+    letters = set(load_corpus("synthetic").tokenizer.chars)
+    assert len(m["sample_text"]) == m["prompt_tokens"] + m["new_tokens"] >= 8 + 128
+    assert set(m["sample_text"]) <= letters and m["sample_text"].startswith(m["prompt_text"])
+    # learned: near the exact floor, far below the letters' entropy without context (log 8)
+    assert m["pretrain_val_loss"] < m["entropy_floor"] + 0.1
+    assert m["time_to_first_token_ms"] > 0 and m["decode_tokens_per_s"] > 0 and m["compile_s"] >= 0
+
+
+@pytest.mark.skipif(find_spec("jax") is None, reason="jax is not installed")
+def test_jax_generation_keeps_its_compilation_out_of_every_rate():
+    """jax.jit compiles each prompt length: the warm-up generation holds it, compile_s says how
+    much, and the timed run, the same generation, compiles nothing."""
+    cells = M.default_matrix().cells()
+    cell = _one(cells, workload="generate", backend="jax", host_class="local")
+    cell = cell.__class__(**{**cell.to_dict(), "options": {**cell.options, "pretrain_steps": 0}})
+    r = run_cell(cell, Limits(timeout_s=300, threads=2))
+    assert r.status == "ok", (r.reason, r.traceback)
+    m = r.metrics
+    assert m["compile_s"] > 10 * m["total_s"]  # compiling takes seconds; 128 tokens, milliseconds
+    assert m["token_ms_max"] < 1e3 * m["compile_s"] / 4  # no compilation inside the timed tokens
