@@ -44,6 +44,7 @@ class Step:
     argv: list | None = None    # a command, run from the checkout
     needs: str | None = None    # a workload that must exist in this checkout
     saves: str | None = None    # a command whose output is this JSON file in OUT, not a log
+    budget_mb: float | None = None      # the cell's RAM budget (Limits.budget_mb)
     gpu_budget_mb: float | None = None
 
 
@@ -72,6 +73,9 @@ def plan(dry_run: bool) -> list[Step]:
         gpt2 = dict(steps=3, batch_size=2, warmup_steps=1, eval_batches=1)
         pytest_args = ["tests/triton/test_triton_layernorm.py", "-k", "float32"]
         ladder_steps = 2
+        # the NumPy reference under a RAM budget: a real search in a few probes
+        frontier = dict(name="numpy-400mb", backend="numpy", budget_mb=400, gpu_budget_mb=None,
+                        options=dict(batch_limit=256, resolution=32))
     else:
         device, half, spec, big = "cuda", "bfloat16", "shakespeare-char", "gpt2-124m"
         checks = [(b, d) for b in ("torch", "compile", "triton") for d in ("float32", "bfloat16")]
@@ -85,6 +89,8 @@ def plan(dry_run: bool) -> list[Step]:
         gpt2 = dict(steps=30, batch_size=8, warmup_steps=5, eval_batches=1)
         pytest_args = ["tests/triton"]
         ladder_steps = 20
+        # GPT-2 small's largest trainable batch on the RTX 4070's 12 GB
+        frontier = dict(name="torch-12gb", backend="torch", budget_mb=None, gpu_budget_mb=RTX4070_MB, options={})
     py = [sys.executable, "-m"]
     steps = [Step("environment", "command", 60, argv=py + ["suite.gpu_pack", "--environment"],
                   saves="environment.json")]
@@ -102,9 +108,10 @@ def plan(dry_run: bool) -> list[Step]:
               for b in trainers]
     steps.append(Step(f"step-{big}-torch", "cell", 300, cell=dict(backend="torch", workload="train", spec=big,
                                                                     dtype=half, device=device, options=gpt2)))
-    steps.append(Step(f"frontier-{big}-torch-12gb", "cell", 300, needs="frontier",
-                      gpu_budget_mb=None if dry_run else RTX4070_MB,
-                      cell=dict(backend="torch", workload="frontier", spec=big, dtype=half, device=device)))
+    steps.append(Step(f"frontier-{big}-{frontier['name']}", "cell", 300, needs="frontier",
+                      budget_mb=frontier["budget_mb"], gpu_budget_mb=frontier["gpu_budget_mb"],
+                      cell=dict(backend=frontier["backend"], workload="frontier", spec=big, dtype=half,
+                                device=device, options=frontier["options"])))
     return steps
 
 
@@ -177,7 +184,7 @@ class Pack:
             return Outcome(step.name, "skipped", reason=f"this checkout has no {step.needs!r} workload")
         cell = Cell.make(**step.cell)
         env = {"TRITON_INTERPRET": "1"} if cell.device == "cpu" and cell.backend == "triton" else None
-        record = run_cell(cell, Limits(timeout_s=timeout_s, gpu_budget_mb=step.gpu_budget_mb), extra_env=env)
+        record = run_cell(cell, Limits(timeout_s=timeout_s, budget_mb=step.budget_mb, gpu_budget_mb=step.gpu_budget_mb), extra_env=env)
         record = record.to_dict()
         self._store().append(record)
         status = "ok" if record["status"] == "ok" else "failed"
@@ -230,7 +237,8 @@ def _cell_summary(r: dict) -> dict:
     """The few numbers of a record that the summary and the docs quote."""
     m = r.get("metrics") or {}
     keep = ("tokens_per_s", "mfu", "step_ms_median", "final_val_loss", "time_to_target_s", "steps_to_target",
-            "target_val_loss", "compile_s", "max_batch", "first_failure", "ok")
+            "target_val_loss", "compile_s", "max_batch", "first_failing_batch", "peak_mb_at_max", "binding_budget_mb",
+            "first_failure", "ok")
     out = {k: m[k] for k in keep if k in m}
     for k in ("peak_rss_mb", "gpu_peak_allocated_mb"):
         if r.get(k) is not None:

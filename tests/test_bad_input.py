@@ -88,12 +88,24 @@ def test_limits_take_none_for_no_limit_and_good_values_pass():
     assert (args.temperature, args.top_k) == (0.0, 1)
 
 
-def test_untrained_generation_shows_ids_outside_the_vocabulary_instead_of_failing(capsys):
-    # tiny's vocab_size is 32, the synthetic corpus has 8 letters: untrained weights sample the rest
+def test_untrained_generation_samples_only_the_tokenizers_ids_and_decodes_every_one(capsys):
+    # tiny's vocab_size is 32, the synthetic corpus has 8 letters: untrained weights, nearly
+    # uniform over 32, would sample an id >= 8 in 40 draws with probability 1 - (8/32)^40
+    # unless generation is limited to the tokenizer's vocabulary
     assert main(["generate", "--prompt", "a", "--max-new-tokens", "40", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert any(t >= 8 for t in out["tokens"]) and "\ufffd" in out["text"]
-    assert len(out["text"]) == 41
+    assert len(out["tokens"]) == 41 and all(0 <= t < 8 for t in out["tokens"])
+    assert "\ufffd" not in out["text"] and len(out["text"]) == 41 and set(out["text"]) <= set("abcdefgh")
+
+
+def test_decoding_an_id_outside_the_vocabulary_names_it_instead_of_showing_another_character():
+    from gptspec.data import ByteTokenizer, CharTokenizer, DataError
+
+    with pytest.raises(DataError, match="token id 8 is outside the character vocabulary of 8"):
+        CharTokenizer("abcdefgh").decode([0, 8])
+    with pytest.raises(DataError, match="token id 256 is not a byte"):
+        ByteTokenizer().decode([256])
+    assert ByteTokenizer().decode([0xE2, 0x82]) == "\ufffd"  # a cut UTF-8 sequence: the replacement character
 
 
 # --- outputs: proven writable before the work ---------------------------------------------------

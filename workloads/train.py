@@ -79,6 +79,7 @@ SHAKESPEARE_TARGETS = {
 }
 NO_SHAKESPEARE_TARGET = {
     "tiny": "its vocab_size 32 cannot hold Tiny Shakespeare's 65 characters",
+    "markov": "its vocab_size 8 cannot hold Tiny Shakespeare's 65 characters",
     "gpt2-124m": "it is measured for throughput, MFU and its memory frontier; with no dropout its 124M "
                  "parameters overfit 1 MB of text, so a time to quality would time the overfitting",
 }
