@@ -135,6 +135,10 @@ def test_text_and_markdown(table, tmp_path):
     assert gpu[10] == "GPU 5,000 / 12,288 MB" and gpu[11] == "1 (by tokens/s)"
     compiled = headline([rec("compile", metrics={**trained(3.0), "compile_s": 2.5})]).text().iloc[0]
     assert compiled["time to target"] == "3 s (step 100), compile 2.5 s of it"
+    # only the training graph's compilation is inside the step times; the loss graph's is in evaluation
+    by_graph = {"train (32, 16)": 2.0, "loss (32, 16)": 5.0}
+    compiled = headline([rec("compile", metrics={**trained(3.0), "compile_s": 7.0, "compile_s_by_graph": by_graph})])
+    assert compiled.text().iloc[0]["time to target"] == "3 s (step 100), compile 2 s of it"
 
     md = h.markdown().splitlines()
     assert md[0] == "| " + " | ".join(TEXT_COLUMNS) + " |" and md[1] == "|" + " --- |" * 11
