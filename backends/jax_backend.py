@@ -92,7 +92,6 @@ def ops(form: str) -> dict:
             "gelu": GELUS[form], "linear_gelu": partial(linear_gelu, form=form), "cross_entropy": cross_entropy}
 
 
-
 # --- the model -----------------------------------------------------------------------------
 def hidden(P, idx, n_layer, n_head, kv=None, start=0, gelu="tanh"):
     """idx (B, T) at positions start.. -> (final hidden states (B, T, C) after ln_f, kv).
