@@ -1,6 +1,7 @@
-"""Comparison against float64 truth for the kernel tests: the suite's pass rule (DESIGN.md),
-element-wise |x - r| <= atol + rtol |r| plus a relative-norm bound, so an all-zero output
-fails unless the truth is all zero; NaN never passes. Inputs are O(1), so atol is absolute."""
+"""Comparison against float64 truth for the kernel tests: the ladder's pass rule
+(docs/adding-a-backend.md, "Check it"), element-wise |x - r| <= atol + rtol |r| plus a
+relative-norm bound, so an all-zero output fails unless the truth is all zero; NaN never
+passes. Inputs are O(1), so atol is absolute rather than scaled by rms(r)."""
 
 import torch
 

@@ -1,4 +1,5 @@
-"""Conformance: prove that a backend computes the reference's function (DESIGN.md).
+"""Conformance: prove that a backend computes the reference's function
+(docs/adding-a-backend.md, "Check it").
 
 The ladder compares a backend, in the dtype under test, with the NumPy reference in float64,
 from the same canonical weights on the same batches, under workloads/conformance/tolerances.py:
