@@ -25,6 +25,14 @@ class StepWithoutLr(Backend):
         return 0.0
 
 
+class GenerateWithoutWindow(Backend):
+    """Overrides generate with the signature before the window and vocab_limit keywords."""
+    name = "generate-without-window"
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=0, on_logits=None):
+        return idx
+
+
 class NotABackend:
     name = "plain"
 

@@ -53,6 +53,7 @@ def test_backends_command_lists_availability(capsys):
     ("plugin_misfits:NoDtypeInUnavailable", ["unavailable(device='cpu')", "unavailable(cls, device, dtype)"]),
     ("plugin_misfits:UnavailableNotAClassmethod", ["must be a classmethod"]),
     ("plugin_misfits:StepWithoutLr", ["StepWithoutLr.step(self)", "step(self, lr)"]),
+    ("plugin_misfits:GenerateWithoutWindow", ["GenerateWithoutWindow.generate(", "vocab_limit=None)"]),
     ("plugin_misfits:NotABackend", ["not a subclass of backends.base.Backend"]),
     ("plugin_misfits:UnavailableRaises", ["raised RuntimeError: probing the device failed"]),
     ("plugin_raises_on_import:Anything", ["importing 'plugin_raises_on_import' raised RuntimeError",
