@@ -15,6 +15,7 @@ a plugin an entry made from its class (its `framework` attribute, docs/adding-a-
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -43,7 +44,7 @@ TORCH = Framework("torch", 320.0, ("torch",))
 COMPILE = Framework("compile", 450.0, ("torch",))
 # torch's number (the Triton backend is the torch model with kernels swapped; Triton's own
 # import is not measured apart: on a CPU it runs only in its interpreter)
-TRITON = Framework("triton", 320.0, ("torch", "triton"))
+TRITON = Framework("triton", TORCH.overhead_mb, ("torch", "triton"))
 # 161 MB after import, ~220 MB after a first jitted op; with the train step's XLA
 # compilation 414, 443, 428 MB on tiny, lumgpt, proust (measured / estimated 0.96, 1.03, 1.00)
 JAX = Framework("jax", 430.0, ("jax",))
@@ -184,6 +185,6 @@ def _import(target: str, given: str):
         raise BackendError(f"backend {given!r}: importing {module_name!r} raised "
                            f"{type(e).__name__}: {e}") from None
     try:
-        return getattr(module, class_name)
+        return functools.reduce(getattr, class_name.split("."), module)  # an entry point may name Outer.Cls
     except AttributeError:
         raise BackendError(f"module {module_name!r} has no class {class_name!r} (from {target!r}).") from None

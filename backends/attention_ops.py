@@ -135,8 +135,7 @@ class _PinnedSDPA(_TorchAttention):
         # torch's own answer: a small causal call (head dim 64, as benchmarked) under the pin
         q = torch.zeros(1, 1, 16, 64, dtype=getattr(torch, dtype), device=device)
         try:
-            with self._pin():
-                self.op(q, q, q)
+            self.op(q, q, q)  # pinned, as every call
         except RuntimeError as e:
             return f"torch {torch.__version__} offers no SDPA {self.backend} kernel for {device}/{dtype}: " \
                    f"{str(e).splitlines()[0]}"

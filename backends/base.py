@@ -154,6 +154,13 @@ class Backend:
                 setattr(cls, new, cls.__dict__[old])
 
 
+def adam_moments(t: int, m: dict, v: dict) -> dict:
+    """optimizer_state()'s dict from a backend's step count and moments (any arrays NumPy can
+    read: numpy, jax, mlx), copied so later steps do not change it."""
+    return {"step": t, "exp_avg": {n: np.array(a) for n, a in m.items()},
+            "exp_avg_sq": {n: np.array(a) for n, a in v.items()}}
+
+
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
                 rng: np.random.Generator, vocab_limit: int | None = None) -> np.ndarray:
     """logits (B, V) -> next tokens (B,). temperature 0 is greedy (argmax).

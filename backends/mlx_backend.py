@@ -24,7 +24,7 @@ from functools import partial
 
 import numpy as np
 
-from backends.base import Backend
+from backends.base import Backend, adam_moments
 from gptspec.optim import adamw_functional, decays
 from gptspec.spec import LN_EPS
 from gptspec.weights import check_params
@@ -187,8 +187,7 @@ class MlxBackend(Backend):
         return {n: np.array(p) for n, p in self.P.items()}
 
     def optimizer_state(self):
-        return {"step": self.t, "exp_avg": {n: np.array(m) for n, m in self.m.items()},
-                "exp_avg_sq": {n: np.array(v) for n, v in self.v.items()}}
+        return adam_moments(self.t, self.m, self.v)
 
     # --- training -------------------------------------------------------------------------
     def forward(self, idx, targets=None):

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from backends.base import Backend
+from backends.base import Backend, adam_moments
 from gptspec.optim import decays
 from gptspec.spec import LN_EPS
 
@@ -406,8 +406,7 @@ class NumpyBackend(Backend):
         return {n: p.copy() for n, p in self.params.items()}
 
     def optimizer_state(self):
-        return {"step": self.t, "exp_avg": {n: m.copy() for n, m in self.m.items()},
-                "exp_avg_sq": {n: v.copy() for n, v in self.v.items()}}
+        return adam_moments(self.t, self.m, self.v)
 
     def _run(self, idx, kv=None, start=0, train=False):
         """Blocks over idx (B, T) at positions start.. ; kv: per-layer (K, V) caches to fill

@@ -175,10 +175,13 @@ class TorchBackend(Backend):
         if self.opt is None:
             return None
         state = {n: self.opt.state.get(p, {}) for n, p in self.params.items()}
-        zeros = {n: np.zeros(p.shape, np.float32) for n, p in self.params.items()}  # no step taken yet
+
+        def moment(n, key):  # zeros for a parameter no step has touched yet
+            return self._numpy(state[n][key]).copy() if state[n] else np.zeros(self.params[n].shape, np.float32)
+
         return {"step": int(max((float(s["step"]) for s in state.values() if "step" in s), default=0)),
-                "exp_avg": {n: self._numpy(s["exp_avg"]).copy() if s else zeros[n] for n, s in state.items()},
-                "exp_avg_sq": {n: self._numpy(s["exp_avg_sq"]).copy() if s else zeros[n] for n, s in state.items()}}
+                "exp_avg": {n: moment(n, "exp_avg") for n in state},
+                "exp_avg_sq": {n: moment(n, "exp_avg_sq") for n in state}}
 
     # --- training -------------------------------------------------------------------------
     def _loss_of(self, x, y):

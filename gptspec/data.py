@@ -23,6 +23,17 @@ DATA_DIR_ENV = "GPTBENCH_DATA_DIR"
 
 
 # --- tokenizers ---------------------------------------------------------------------------
+def _ids_below(ids, vocab_size: int, what: str) -> np.ndarray:
+    """ids flattened; DataError "token id N <what> sample with vocab_limit=..." for the first
+    id outside 0..vocab_size-1."""
+    ids = np.asarray(ids).reshape(-1)
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.size:
+        raise DataError(f"token id {int(bad[0])} {what} sample with vocab_limit=tokenizer.vocab_size "
+                        "(docs/spec.md, Generation).")
+    return ids
+
+
 class CharTokenizer:
     """One token per character of a fixed vocabulary (ids in the order of `chars`)."""
     kind = "char"
@@ -56,12 +67,9 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         """Text of ids; an id outside the vocabulary is an error that names it, never another
         character (generation samples only ids below vocab_size: docs/spec.md, Generation)."""
-        ids = np.asarray(ids).reshape(-1)
-        bad = ids[(ids < 0) | (ids >= self.vocab_size)]
-        if bad.size:
-            raise DataError(f"token id {int(bad[0])} is outside the character vocabulary of {self.vocab_size} "
-                            f"({self.chars[:80]!r}): a spec's vocab_size padded beyond its tokenizer's holds ids "
-                            "no text has; sample with vocab_limit=tokenizer.vocab_size (docs/spec.md, Generation).")
+        ids = _ids_below(ids, self.vocab_size, f"is outside the character vocabulary of {self.vocab_size} "
+                         f"({self.chars[:80]!r}): a spec's vocab_size padded beyond its tokenizer's holds ids no "
+                         "text has;")
         return "".join(self.chars[i] for i in ids.tolist())
 
     def to_dict(self) -> dict:
@@ -79,11 +87,7 @@ class ByteTokenizer:
     def decode(self, ids) -> str:
         """Text of byte ids (an invalid UTF-8 sequence shows as U+FFFD); an id outside 0-255 is
         an error that names it, not a byte taken modulo 256."""
-        ids = np.asarray(ids).reshape(-1)
-        bad = ids[(ids < 0) | (ids >= self.vocab_size)]
-        if bad.size:
-            raise DataError(f"token id {int(bad[0])} is not a byte (0-255): sample with "
-                            "vocab_limit=tokenizer.vocab_size (docs/spec.md, Generation).")
+        ids = _ids_below(ids, self.vocab_size, "is not a byte (0-255):")
         return bytes(ids.astype(np.uint8).tolist()).decode("utf-8", errors="replace")
 
     def to_dict(self) -> dict:

@@ -180,17 +180,21 @@ def load_checkpoint(path, meta=None) -> NanoGPTCheckpoint:
 
 
 # --- writing a checkpoint folder ----------------------------------------------------------------
-def adamw_state_dict(params: dict, spec: GPTSpec, optim: AdamWConfig, moments: dict | None):
+def adamw_state_dict(spec: GPTSpec, optim: AdamWConfig, moments: dict | None):
     """torch.optim.AdamW(...).state_dict() for canonical params grouped as nanoGPT's
     configure_optimizers groups them, in the spec's canonical order (which is nanoGPT's
-    named_parameters order; a safetensors file lists its tensors sorted by name instead). moments: {"step", "exp_avg", "exp_avg_sq"} (canonical
-    names) from a gptbench run, or None for a fresh state. The groups' lr is 0: nanoGPT's
-    train.py sets it before every step; betas, eps and weight decay are the run's and
-    load_state_dict makes them the resumed run's."""
+    named_parameters order; a safetensors file lists its tensors sorted by name instead).
+    moments: {"step", "exp_avg", "exp_avg_sq"} (canonical names) from a gptbench run, or None
+    for a fresh state. The groups' lr is 0: nanoGPT's train.py sets it before every step;
+    betas, eps and weight decay are the run's and load_state_dict makes them the resumed
+    run's. The state dict names parameters by index, never holds their values: the optimizer
+    is built over empty tensors of their shapes, not a copy of the weights."""
     torch = _torch()
-    tensors = {n: torch.nn.Parameter(torch.from_numpy(np.array(params[n], dtype=np.float32))) for n in spec.param_shapes()}
-    groups = [{"params": [p for n, p in tensors.items() if decays(n, p.dim())], "weight_decay": optim.weight_decay},
-              {"params": [p for n, p in tensors.items() if not decays(n, p.dim())], "weight_decay": 0.0}]
+    shapes = spec.param_shapes()
+    tensors = {n: torch.nn.Parameter(torch.empty(s)) for n, s in shapes.items()}
+    decayed = {n: decays(n, len(s)) for n, s in shapes.items()}
+    groups = [{"params": [p for n, p in tensors.items() if decayed[n]], "weight_decay": optim.weight_decay},
+              {"params": [p for n, p in tensors.items() if not decayed[n]], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=0.0, betas=(optim.beta1, optim.beta2), eps=optim.eps)
     if moments is not None:
         for n, p in tensors.items():
@@ -218,7 +222,7 @@ def save_checkpoint(path, params: dict, spec: GPTSpec, tokenizer=None, optim: Ad
         config[BYTE_VOCAB] = "byte"
     ckpt = {
         "model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_nanogpt_state_dict(params).items()},
-        "optimizer": adamw_state_dict(params, spec, optim or AdamWConfig(), moments),
+        "optimizer": adamw_state_dict(spec, optim or AdamWConfig(), moments),
         "model_args": model_args,
         "iter_num": int(moments["step"]) if moments else 0,
         "best_val_loss": math.inf,  # nanoGPT keeps its first evaluation's checkpoint

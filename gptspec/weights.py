@@ -18,6 +18,7 @@ import numpy as np
 
 from gptspec.errors import WeightsError
 from gptspec.files import atomic_path
+from gptspec.optim import AdamWConfig
 from gptspec.spec import GPTSpec
 
 INIT_STD = 0.02
@@ -106,13 +107,18 @@ def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 def load_safetensors(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[str, np.ndarray]]:
     """Load and check weights. With no spec given, the spec stored in the file is used."""
+    return load_with_metadata(path, spec)[:2]
+
+
+def load_with_metadata(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[str, np.ndarray], dict[str, str]]:
+    """load_safetensors, with the file's metadata (its tokenizer, ...) from the same read."""
     params, metadata = read_safetensors(path)
     if spec is None:
         if "spec" not in metadata:
             raise WeightsError(f"{path} carries no gptbench spec in its metadata; pass --spec.")
         spec = GPTSpec.from_dict(metadata_json(path, metadata, "spec"))
     check_params(params, spec, source=str(path))
-    return spec, params
+    return spec, params, metadata
 
 
 def metadata_json(path, metadata: dict, key: str) -> dict:
@@ -137,8 +143,6 @@ def save_optimizer_state(path, moments: dict, spec: GPTSpec, optim) -> Path:
 
     from safetensors.numpy import save_file
 
-    from gptspec.files import atomic_path
-
     tensors = {f"{kind}.{n}": np.ascontiguousarray(moments[kind][n], dtype=np.float32)
                for kind in ("exp_avg", "exp_avg_sq") for n in spec.param_shapes()}
     metadata = {"format": "gptbench-adamw", "spec": spec.to_json(), "step": str(int(moments["step"])),
@@ -151,8 +155,6 @@ def save_optimizer_state(path, moments: dict, spec: GPTSpec, optim) -> Path:
 
 def load_optimizer_state(path, spec: GPTSpec):
     """(moments, AdamWConfig) from save_optimizer_state's file, checked against the spec."""
-    from gptspec.optim import AdamWConfig
-
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != "gptbench-adamw":
         raise WeightsError(f"{path} is not a gptbench AdamW state file.")
@@ -161,7 +163,7 @@ def load_optimizer_state(path, spec: GPTSpec):
         found = {n[len(kind) + 1:]: a for n, a in tensors.items() if n.startswith(kind + ".")}
         check_params(found, spec, source=f"{path} ({kind})")
         moments[kind] = {n: found[n] for n in spec.param_shapes()}  # canonical order, not the file's sorted one
-    return moments, AdamWConfig(**json.loads(metadata["adamw"]))
+    return moments, AdamWConfig(**metadata_json(path, metadata, "adamw"))
 
 
 # --- nanoGPT checkpoints ----------------------------------------------------------------

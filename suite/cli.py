@@ -12,6 +12,8 @@ import os
 import sys
 
 from gptspec.errors import GptbenchError
+from suite.gpu_pack import DEFAULT_BUDGET_S as DEFAULT_PACK_BUDGET_S  # stdlib only
+
 
 def _set_threads(n: int | None) -> None:
     """--threads N: BLAS/OpenMP variables and the CPU affinity, before any library loads."""
@@ -276,9 +278,6 @@ def _load_weights(args):
     inside), or a nanoGPT ckpt.pt or its out_dir (vocabulary from its meta.pkl, or --meta)."""
     from pathlib import Path
 
-    from gptspec.data import tokenizer_from_dict
-    from gptspec.weights import load_safetensors, metadata_json, read_safetensors
-
     path = Path(args.weights)
     if path.suffix == ".pt" or path.is_dir():
         from gptspec import nanogpt
@@ -287,8 +286,16 @@ def _load_weights(args):
         for note in ckpt.notes:
             print(f"note: {note}", file=sys.stderr)
         return ckpt.spec, ckpt.params, ckpt.tokenizer
-    spec, params = load_safetensors(path, _spec(args.spec) if args.spec else None)
-    meta = read_safetensors(path)[1]
+    return _safetensors_weights(path, args.spec)
+
+
+def _safetensors_weights(path, spec_arg):
+    """(spec, params, tokenizer or None) of a gptbench safetensors file, read once; the spec
+    from spec_arg (--spec) when given, else the file's."""
+    from gptspec.data import tokenizer_from_dict
+    from gptspec.weights import load_with_metadata, metadata_json
+
+    spec, params, meta = load_with_metadata(path, _spec(spec_arg) if spec_arg else None)
     return spec, params, tokenizer_from_dict(metadata_json(path, meta, "tokenizer")) if "tokenizer" in meta else None
 
 
@@ -379,8 +386,7 @@ def cmd_convert(args) -> int:
     from pathlib import Path
 
     from gptspec import nanogpt
-    from gptspec.data import tokenizer_from_dict
-    from gptspec.weights import load_optimizer_state, load_safetensors, metadata_json, read_safetensors, save_safetensors
+    from gptspec.weights import load_optimizer_state, save_safetensors
 
     src, dst = Path(args.input), Path(args.output)
     moments, optim = None, None
@@ -388,9 +394,7 @@ def cmd_convert(args) -> int:
         ckpt = nanogpt.load_checkpoint(src, args.meta)
         spec, params, tokenizer, notes = ckpt.spec, ckpt.params, ckpt.tokenizer, ckpt.notes
     elif src.suffix == ".safetensors":
-        spec, params = load_safetensors(src, _spec(args.spec) if args.spec else None)
-        meta = read_safetensors(src)[1]
-        tokenizer = tokenizer_from_dict(metadata_json(src, meta, "tokenizer")) if "tokenizer" in meta else None
+        spec, params, tokenizer = _safetensors_weights(src, args.spec)
         notes = [] if tokenizer else [f"{src} carries no vocabulary: the output has none either"]
         adam = Path(args.optimizer) if args.optimizer else src.parent / OPTIMIZER_FILE
         if args.optimizer and not adam.is_file():
@@ -747,8 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("gpu-pack", help="prove and time every CUDA path in one unattended run (docs/gpu-pack.md)")
     s.add_argument("--out", required=True, help="a new folder for pack.json, summary.md, logs/ and the run directory run/")
     s.add_argument("--dry-run", action="store_true", help="the same plan on the CPU with tiny shapes (no GPU needed)")
-    s.add_argument("--budget-s", type=float, default=480, help="the whole pack's time; later steps are skipped, "
-                   "and recorded as skipped, past it (default 480: 8 minutes)")
+    s.add_argument("--budget-s", type=float, default=DEFAULT_PACK_BUDGET_S, help="the whole pack's time; later "
+                   f"steps are skipped, and recorded as skipped, past it (default {DEFAULT_PACK_BUDGET_S:.0f} s)")
     s.set_defaults(func=cmd_gpu_pack)
 
     s = sub.add_parser("report", help="HTML report of a run directory (offline, one file); CSV/Parquet export")

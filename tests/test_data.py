@@ -45,6 +45,7 @@ def test_an_id_outside_the_vocab_is_a_clear_error_not_another_character():
     with pytest.raises(DataError, match="token id 300 is not a byte"):
         ByteTokenizer().decode([104, 300])
     assert CharTokenizer("abc").decode(np.array([[2, 0]])) == "ca"
+    assert ByteTokenizer().decode([0xE2, 0x82]) == "\ufffd"  # a cut UTF-8 sequence: the replacement character
 
 
 def test_byte_tokenizer_handles_any_text():

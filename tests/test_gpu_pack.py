@@ -99,3 +99,9 @@ def test_without_a_gpu_the_real_pack_refuses_and_says_how_to_dry_run(tmp_path, c
         pytest.skip("this machine has a GPU: the refusal is for machines without one")
     assert main(["gpu-pack", "--out", str(tmp_path / "p")]) == 2
     assert "sees no CUDA device" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+def test_the_12_gb_card_is_the_inventorys_rtx4070():
+    from suite import inventory
+
+    assert gpu_pack.RTX4070_MB == inventory.load("rtx4070").gpu_budget_mb

@@ -247,8 +247,9 @@ def options(cell) -> dict:
     return out
 
 
-def prepare_backend(cell):
-    """A constructor of the cell's backend on its device and dtype, or Unavailable."""
+def prepare_backend(cell, **ctor_kwargs):
+    """A constructor of the cell's backend on its device and dtype (and ctor_kwargs), or
+    Unavailable."""
     import backends
 
     try:
@@ -260,4 +261,4 @@ def prepare_backend(cell):
     reason = cls.unavailable(cell.device, cell.dtype)
     if reason:
         raise Unavailable(reason)
-    return lambda: cls(cell.spec_obj(), device=cell.device, dtype=cell.dtype)
+    return lambda: cls(cell.spec_obj(), device=cell.device, dtype=cell.dtype, **ctor_kwargs)

@@ -331,14 +331,8 @@ def prepare(cell):
     """The cell's backend, made with the cell's AdamW settings (beta1, beta2, weight_decay). A
     backend is given `optim` only when they differ from the defaults, so a plugin whose
     constructor takes no `optim` still trains with the defaults."""
-    make = prepare_backend(cell)
     optim = cell_config(cell)[0].adamw()
-    if optim == AdamWConfig():
-        return make
-    import backends
-
-    cls = backends.load(cell.backend)
-    return lambda: cls(cell.spec_obj(), device=cell.device, dtype=cell.dtype, optim=optim)
+    return prepare_backend(cell, **({} if optim == AdamWConfig() else {"optim": optim}))
 
 
 def memory_estimate(cell) -> dict:
