@@ -39,7 +39,10 @@ def _numeric_or_text(values: pd.Series) -> pd.Series:
 
 
 def export(run_dir, csv: str | Path | None = None, parquet: str | Path | None = None) -> list[Path]:
-    """Write the run's records to the given files; returns the paths written."""
+    """Write the run's records to the given files; returns the paths written (none asked: the
+    run is not read)."""
+    if not (csv or parquet):
+        return []
     table = records_table(read_records(run_dir))
     written = []
     for path, write in ((csv, table.to_csv), (parquet, table.to_parquet)):

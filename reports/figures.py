@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from reports.facets import Facets
-from reports.load import STATUS_ORDER
+from reports.load import STATUS_ORDER, STATUS_RANK, worst_status
 
 STATUS_COLOURS = {"ok": "#2ca02c", "unavailable": "#bdbdbd", "no_host": "#9e9e9e", "nonconformant": "#9467bd",
                   "diverged": "#ff7f0e", "timeout": "#8c564b", "oom": "#d62728", "crash": "#7f0000"}
@@ -43,7 +43,6 @@ def status_grid(cells: pd.DataFrame) -> list:
         return []
     cols = sorted({(b, w) for b, w in zip(cells.backend, cells.workload)}, key=lambda t: (t[1], t[0]))
     hosts = sorted(cells.host.unique())
-    rank = {s: i for i, s in enumerate(STATUS_ORDER)}
     z, text = [], []
     for h in hosts:
         zrow, trow = [], []
@@ -54,9 +53,9 @@ def status_grid(cells: pd.DataFrame) -> list:
                 trow.append("")
                 continue
             counts = sel.status.value_counts()
-            worst = min(counts.index, key=lambda s: rank.get(s, 0))
-            zrow.append(rank.get(worst, 0))
-            trow.append("<br>".join(f"{s} {n}" for s, n in sorted(counts.items(), key=lambda t: rank.get(t[0], 0))))
+            worst = worst_status(counts.index)
+            zrow.append(STATUS_RANK.get(worst, 0))
+            trow.append("<br>".join(f"{s} {n}" for s, n in sorted(counts.items(), key=lambda t: STATUS_RANK.get(t[0], 0))))
         z.append(zrow)
         text.append(trow)
     n = len(STATUS_ORDER)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports.load import STATUS_ORDER, host_label, impl_label
+from reports.load import host_label, impl_label, worst_status
 
 RULE = ("Ranked within each host and spec by time to target (by training tokens/s where no ranked row reached "
         "it), and only where a conformance cell or gate of the same backend, device and dtype passed on that host "
@@ -116,8 +116,6 @@ def _row(key: tuple, cells: list[dict], proof: tuple[str, str] | None) -> dict:
     ok = [r for r in cells if r.get("status") == "ok"]
     metrics = [r.get("metrics") or {} for r in ok]
     every = [r.get("metrics") or {} for r in cells]  # a diverged cell has metrics too
-    rank = {s: i for i, s in enumerate(STATUS_ORDER)}
-    worst = min((r.get("status") or "crash" for r in cells), key=lambda s: rank.get(s, 0))
     with_target = [m for m in every if m.get("target_val_loss") is not None]
     # reached only when every ok cell of the row reached it: one lucky seed does not count
     reached = bool(metrics) and all(_reached(m) for m in metrics)
@@ -127,7 +125,7 @@ def _row(key: tuple, cells: list[dict], proof: tuple[str, str] | None) -> dict:
     return {
         "host": host, "backend": backend, "label": next((impl_label(r) for r in ok), impl_label(cells[0])),
         "device": device, "spec": spec, "dtype": dtype, "cells": len(cells),
-        "status": "ok" if len(ok) == len(cells) else worst,
+        "status": worst_status(r.get("status") for r in cells),
         "conformance": status, "conformance_detail": detail,
         "target_val_loss": with_target[0]["target_val_loss"] if with_target else None,
         "target_reached": reached if with_target else None,

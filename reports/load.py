@@ -21,6 +21,12 @@ from reports.rundir import RUN, read_hosts, read_records
 
 # worst first: a grid square holding several cells takes the colour of its worst status
 STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
+STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}  # an unknown status ranks with crash, the worst
+
+
+def worst_status(statuses) -> str:
+    """The worst of statuses by STATUS_ORDER (a missing one counts as crash)."""
+    return min((s or "crash" for s in statuses), key=lambda s: STATUS_RANK.get(s, 0))
 NO_HOST = "(no host)"
 
 RECORD_SCALARS = ("peak_rss_mb", "peak_rss_sampled_mb", "memory_estimate_mb", "budget_mb",

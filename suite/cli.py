@@ -141,9 +141,9 @@ def _build_backend(args, spec):
 def cmd_train(args) -> int:
     """A train cell run here, with progress: the same record as `gptbench cell --workload
     train` (suite/record.py), printed and saved with the weights."""
-    from gptspec.data import load_corpus, tokenizer_from_dict
-    from gptspec.files import write_json_atomic
     import workloads
+    from gptspec.data import load_corpus
+    from gptspec.files import write_json_atomic
     from gptspec.weights import save_optimizer_state, save_safetensors
     from suite.cell import Cell
     from suite.record import Limits
@@ -179,9 +179,9 @@ def cmd_train(args) -> int:
         _write_or_explain(out / "record.json", lambda: write_json_atomic(out / "record.json", record, indent=1),
                           json.dumps(record))
     if out is not None and model is not None and record["status"] in ("ok", "diverged"):
-        tokenizer = tokenizer_from_dict(record["metrics"]["corpus"]["tokenizer"])
+        tokenizer = record["metrics"]["corpus"]["tokenizer"]  # the corpus's, as Tokenizer.to_dict() wrote it
         _write_or_explain(out / "weights.safetensors", lambda: save_safetensors(
-            out / "weights.safetensors", model.state(), spec, {"tokenizer": tokenizer.to_dict()}))
+            out / "weights.safetensors", model.state(), spec, {"tokenizer": tokenizer}))
         moments = model.optimizer_state()
         if moments is not None:  # what a nanoGPT checkpoint made from these weights resumes with
             _write_or_explain(out / OPTIMIZER_FILE, lambda: save_optimizer_state(out / OPTIMIZER_FILE, moments, spec,

@@ -143,7 +143,7 @@ def report(run_dir: Path) -> None:
 
 def _tokens_per_s(metrics: dict, declared) -> str:
     """The first tokens/s metric the workload declares for summaries (train's median step,
-    generate's new tokens over the total time); empty for a workload without one."""
+    generate's decode rate after warm-up); empty for a workload without one."""
     for d in declared:
         value = metrics.get(d.column)
         if d.unit == "tokens/s" and d.summary and isinstance(value, (int, float)):

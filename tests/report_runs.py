@@ -1,6 +1,6 @@
 """Run directories for the report tests (test-only), laid out per docs/run-dir.md from real
-cells measured by suite.runner.run_cell; until the dispatcher writes them (issue 6), this
-stands in for its writer. Plus derived runs: a copy made twice as fast, and a synthetic
+cells measured by suite.runner.run_cell, written without Ray (the dispatcher's own tests
+cover its writer, suite/store.py). Plus derived runs: a copy made twice as fast, and a synthetic
 thousand-cell run made by replicating real records with varied fields."""
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def write_run(run_dir: Path, records: list[dict]) -> Path:
 
 
 def conformance_record(like: dict, ok: bool) -> dict:
-    """A conformance cell's record with the report card of workloads/conformance/ladder.py (issue 3):
-    not on this branch yet, so its shape is written out here."""
+    """A conformance cell's record in the report card's shape (workloads/conformance/ladder.py),
+    written out so the report tests need no ladder run."""
     tol = {"atol": 1e-5, "rtol": 1e-4, "norm_rtol": 1e-5}
     rows = [{"level": "step0", "name": "logits", "shape": [2, 16, 16], "ok": True, "max_abs": 1e-7,
              "max_scaled": 1e-6, "max_rel": 1e-6, "norm_rel": 2e-7, "worst_index": [0, 3, 5], "worst_value": 0.1,

@@ -1,6 +1,6 @@
 """Every bad input a careless user (or an attacker) gives gptbench ends before any work with
 exit code 2 and one paragraph that names the flag or the file and what to do -- never a
-traceback, never work lost after it was done. Each case is a probe of issue 13, run through
+traceback, never work lost after it was done. Each case is a probe a user met, run through
 the real CLI (`suite.cli.main`) in this process."""
 
 import json

@@ -124,7 +124,7 @@ def test_the_page_opens_with_the_headline(page):
 
 
 def _panel(trace: dict) -> int:
-    """The 0-based panel of a trace in a make_subplots figure (xaxis x, x2, x3, ...)."""
+    """The 0-based panel of a trace in a faceted figure (reports/facets.py: xaxis x, x2, x3, ...)."""
     return int(trace.get("xaxis", "x")[1:] or 1) - 1
 
 
