@@ -117,6 +117,9 @@ def test_cells_of_one_row_are_pooled_and_reached_only_when_every_one_reached():
     # another learning rate is another experiment: its own row, named by its options
     rows = headline([seeds[0], rec("torch", metrics=trained(9.0), options={"lr": 0.01})]).rows
     assert sorted(r["options"] for r in rows) == ["", "lr=0.01"]
+    # alone, the same cell's row needs no name: nothing to tell it apart from
+    alone, = headline([rec("torch", metrics=trained(9.0), options={"lr": 0.01})]).rows
+    assert alone["options"] == ""
 
 
 def test_text_and_markdown(table, tmp_path):

@@ -166,9 +166,11 @@ def test_cluster_yaml_installs_and_starts_each_host_as_its_file_says(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert calls == [["pip", "install", "-q", "-c", "constraints/cpu.txt", "-e", ".[ray]"]]
     proc, calls = _run_cluster_command(tmp_path / "b", "worker_start_ray_commands", "rtx4070")
+    assert proc.returncode == 0, proc.stderr
     assert calls == [["ray", "start", "--address=10.0.0.1:6379", "--labels", "gptbench/class=rtx4070",
                       "--resources", '{"bench_slot":1,"vram_gb":12}', "--num-gpus", "1"]]
     proc, calls = _run_cluster_command(tmp_path / "c", "head_start_ray_commands", "head")
+    assert proc.returncode == 0, proc.stderr
     assert calls[0][:2] == ["ray", "start"] and calls[0][-6:] == [
         "--labels", "gptbench/class=head", "--resources", '{"bench_slot":1}', "--num-cpus", "4"]
 
