@@ -269,9 +269,9 @@ def _submit(pending: list, flights: dict, nodes: list[Node], matrix: Matrix, cod
         opts = {"resources": {k: v for k, v in res.items() if k != "GPU"}, "num_gpus": res.get("GPU", 0)}
         if labels:
             opts["label_selector"] = labels
+        now = time.monotonic()  # before .remote(): the task may start before that call returns
         ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version,
                                                 t.hc.limits(matrix.timeout_s).to_dict())
-        now = time.monotonic()
         t.attempts += 1
         flights[ref] = _Flight(t, now, now + 2 * matrix.timeout_s + START_GRACE_S)
         busy[id(t.hc)] = busy.get(id(t.hc), 0) + 1
