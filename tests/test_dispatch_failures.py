@@ -6,6 +6,7 @@ real pool: tests/test_dispatch.py (slow)."""
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,27 @@ def test_a_task_past_its_deadline_is_cancelled_and_recorded_as_timeout(fake, tmp
     assert records[0]["status"] == "timeout" and ("cancel", 0) in ray.events
     assert records[0]["reason"].startswith("dispatch: no result within 0 s of submission")
     assert [records[s]["status"] for s in range(1, 5)] == ["ok"] * 4
+
+
+# --- the overhead fields: Ray's part is never negative --------------------------------------------
+def test_a_task_that_runs_before_remote_returns_still_has_a_positive_ray_overhead(tmp_path, monkeypatch):
+    """A busy driver can get its .remote() call back after the task has started, or even
+    after it ended: the worker's wall_s (0.5 s, ok_record) then lies wholly inside that call.
+    Roundtrip must still contain it, so the submission is stamped before .remote()."""
+    class RemoteReturnsLate(FakeRay):
+        def remote(self, *args):
+            ref = super().remote(*args)
+            time.sleep(0.6)  # the task's whole life (0.5 s) passes before the call returns
+            return ref
+
+    ray = RemoteReturnsLate({0: ["ok"]})
+    monkeypatch.setattr(dispatch, "ray", ray)
+    monkeypatch.setattr(dispatch, "cell_task", ray)
+    out, records = _run(tmp_path, ray, matrix=MATRIX.replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0]"))
+    r = records[0]
+    assert r["roundtrip_s"] >= 0.6 and 0 < r["ray_overhead_s"] < r["dispatch_s"] < r["roundtrip_s"]
+    assert r["ray_overhead_s"] == pytest.approx(r["roundtrip_s"] - 0.5)
+    assert r["dispatch_s"] == pytest.approx(r["roundtrip_s"] - 0.3)
 
 
 # --- durability: each record on disk before the next cell goes out --------------------------------
