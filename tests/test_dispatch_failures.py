@@ -51,6 +51,7 @@ class FakeRay:
         self.after_loss_nodes = None  # the pool as it is once a loss was seen
         self.interrupt_after = None   # KeyboardInterrupt once cells.jsonl has this many lines
         self.store_dir = None
+        self.remote_delay_s = 0.0     # remote() returns this late, the task's life (wall_s) inside it
 
     # the cell task
     def options(self, **opts):
@@ -59,6 +60,7 @@ class FakeRay:
     def remote(self, cell_dict, cell_id, code_version, limits):
         cell = Cell.from_dict(cell_dict)
         self.events.append(("submit", cell.seed))
+        time.sleep(self.remote_delay_s)
         return _Ref(cell, cell_id, self.outcomes[cell.seed].pop(0))
 
     # ray
@@ -163,20 +165,13 @@ def test_a_task_past_its_deadline_is_cancelled_and_recorded_as_timeout(fake, tmp
 
 
 # --- the overhead fields: Ray's part is never negative --------------------------------------------
-def test_a_task_that_runs_before_remote_returns_still_has_a_positive_ray_overhead(tmp_path, monkeypatch):
+def test_a_task_that_runs_before_remote_returns_still_has_a_positive_ray_overhead(fake, tmp_path):
     """A busy driver can get its .remote() call back after the task has started, or even
     after it ended: the worker's wall_s (0.5 s, ok_record) then lies wholly inside that call.
     Roundtrip must still contain it, so the submission is stamped before .remote()."""
-    class RemoteReturnsLate(FakeRay):
-        def remote(self, *args):
-            ref = super().remote(*args)
-            time.sleep(0.6)  # the task's whole life (0.5 s) passes before the call returns
-            return ref
-
-    ray = RemoteReturnsLate({0: ["ok"]})
-    monkeypatch.setattr(dispatch, "ray", ray)
-    monkeypatch.setattr(dispatch, "cell_task", ray)
-    out, records = _run(tmp_path, ray, matrix=MATRIX.replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0]"))
+    ray = fake({0: ["ok"]})
+    ray.remote_delay_s = 0.6  # the task's whole life (0.5 s) passes before the call returns
+    _, records = _run(tmp_path, ray, matrix=MATRIX.replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0]"))
     r = records[0]
     assert r["roundtrip_s"] >= 0.6 and 0 < r["ray_overhead_s"] < r["dispatch_s"] < r["roundtrip_s"]
     assert r["ray_overhead_s"] == pytest.approx(r["roundtrip_s"] - 0.5)
