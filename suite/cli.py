@@ -264,7 +264,9 @@ def _print_train_summary(r: dict, out) -> None:
     for line in train.summary_lines(m):
         print(line)
     if "compile_s" in m:
-        print(f"compilation {m['compile_s']:.1f} s (held in the first step's time, left out of the figures above)")
+        how = "as the backend reports it" if m.get("compile_source") == "backend" else "the first steps' excess"
+        print(f"compilation and first calls {m['compile_s']:.2f} s ({how}; held in the first steps' time, left out "
+              "of the figures above)")
     if out:
         from pathlib import Path
 
@@ -571,18 +573,40 @@ def cmd_gpu_pack(args) -> int:
 # --- gptbench report -------------------------------------------------------------------------
 def cmd_report(args) -> int:
     import reports
+    from gptspec.files import write_text_atomic
+    from reports import compare, headline
     from reports.export import export
+    from reports.load import load_run
 
-    out = reports.write_report(args.run_dir, args.output, compare=args.compare)
-    print(f"wrote {out}")
+    # what goes to stdout ("-") is the document alone; the lines saying what was written go to stderr then
+    to_stdout = "-" in (args.headline_md, args.headline_json, args.json)
+    say = (lambda line: print(line, file=sys.stderr)) if to_stdout else print
+
+    def emit(path, text):
+        if path == "-":
+            sys.stdout.write(text)
+        else:
+            say(f"wrote {write_text_atomic(path, text)}")
+
+    if args.json and not args.compare:
+        raise GptbenchError("--json writes the comparison: give --compare RUN_B with it.")
+    run = load_run(args.run_dir)
+    b = load_run(args.compare) if args.compare else None
+    comparison = compare.compare_runs(run, b, args.include_contended) if b is not None else None
+    say(f"wrote {reports.write_report(run, args.output, compare=b, comparison=comparison)}")
+    if comparison is not None:
+        for line in compare.summary_lines(*comparison):
+            say(line)
     for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
-        print(f"wrote {path}")
-    if args.headline_md:
-        from gptspec.files import write_text_atomic
-        from reports.headline import headline
-        from reports.rundir import read_records
-
-        print(f"wrote {write_text_atomic(args.headline_md, headline(read_records(args.run_dir)).markdown())}")
+        say(f"wrote {path}")
+    if args.headline_md or args.headline_json:
+        h = headline.headline(run.records)
+        if args.headline_md:
+            emit(args.headline_md, h.markdown())
+        if args.headline_json:
+            emit(args.headline_json, json.dumps(headline.to_json(h), indent=1) + "\n")
+    if args.json:
+        emit(args.json, json.dumps(compare.to_json(comparison[0]), indent=1) + "\n")
     return 0
 
 
@@ -759,11 +783,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
     s.add_argument("-o", "--output", default=None, help="HTML file (default: RUN_DIR/report.html)")
     s.add_argument("--compare", default=None, metavar="RUN_B",
-                   help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
+                   help="another run: every metric as the ratio B/A with its 95%% interval over both runs' repeats, "
+                        "flagged when the interval lies beyond 1 +- 5%% (docs/reports.md); a summary is printed")
+    s.add_argument("--include-contended", action="store_true",
+                   help="with --compare: also call changes on cells measured under contention")
+    s.add_argument("--json", default=None, metavar="FILE",
+                   help="with --compare: write the comparison as JSON, one object per metric ('-': stdout)")
     s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
     s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
     s.add_argument("--headline-md", default=None, metavar="FILE",
-                   help="also write the headline table and its winner sentences as Markdown to this file")
+                   help="also write the headline table and its winner sentences as Markdown to this file ('-': stdout)")
+    s.add_argument("--headline-json", default=None, metavar="FILE",
+                   help="also write the headline as JSON, one object per row with its rank, ties and intervals "
+                        "('-': stdout)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT checkpoints (docs/nanogpt.md)",

@@ -136,7 +136,7 @@ def infeasible(cell: Cell, hc: HostClass, nodes: list[Node], estimate: dict) -> 
 def driver_record(t: "_Todo", matrix: Matrix, code_version: str, status: str, reason: str,
                   estimate: dict | None = None, **fields) -> dict:
     """The record of a cell that never ran to its end on a host (no_host, lost, stuck)."""
-    return Record.from_driver(t.cell, t.cell_id, code_version, t.hc.limits(matrix.timeout_s), status, reason, estimate,
+    return Record.from_driver(t.cell, t.cell_id, code_version, matrix.limits(t.hc), status, reason, estimate,
                               **fields).to_dict()
 
 
@@ -271,7 +271,7 @@ def _submit(pending: list, flights: dict, nodes: list[Node], matrix: Matrix, cod
             opts["label_selector"] = labels
         now = time.monotonic()  # before .remote(): the task may start before that call returns
         ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version,
-                                                t.hc.limits(matrix.timeout_s).to_dict())
+                                                matrix.limits(t.hc).to_dict())
         t.attempts += 1
         flights[ref] = _Flight(t, now, now + 2 * matrix.timeout_s + START_GRACE_S)
         busy[id(t.hc)] = busy.get(id(t.hc), 0) + 1

@@ -17,6 +17,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from gptspec.files import cache_dir  # noqa: F401 -- suite's callers read it here
+
 REPO = Path(__file__).resolve().parents[1]
 LIBRARIES = ("numpy", "torch", "triton", "safetensors", "psutil", "ray", "pytest-benchmark")
 # the variables BLAS and OpenMP libraries size their thread pools from
@@ -46,14 +48,6 @@ def bind_cpus(threads: int) -> list[int] | None:
 def cpus_seen() -> int | None:
     """How many CPUs this process may run on (its affinity mask), where the OS says."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-
-
-def cache_dir() -> Path:
-    """$GPTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/gptbench, else ~/.cache/gptbench."""
-    if os.environ.get("GPTBENCH_CACHE_DIR"):
-        return Path(os.environ["GPTBENCH_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gptbench"
 
 
 def _version(dist: str) -> str | None:

@@ -189,7 +189,7 @@ def _print_headline(console, records: list[dict]) -> None:
     text = h.text()
     table = Table(title="headline: time to target per host")
     for col in text.columns:
-        table.add_column(Text(col))  # Text: "[q1-q3]" is not rich markup
+        table.add_column(Text(col))  # Text: "[95% interval]" is not rich markup
     for row in text.itertuples(index=False):
         table.add_row(*map(Text, row))
     console.print(table)

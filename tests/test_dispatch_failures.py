@@ -52,6 +52,7 @@ class FakeRay:
         self.interrupt_after = None   # KeyboardInterrupt once cells.jsonl has this many lines
         self.store_dir = None
         self.remote_delay_s = 0.0     # remote() returns this late, the task's life (wall_s) inside it
+        self.submitted: list[Cell] = []  # every cell submitted, in order
 
     # the cell task
     def options(self, **opts):
@@ -60,6 +61,7 @@ class FakeRay:
     def remote(self, cell_dict, cell_id, code_version, limits):
         cell = Cell.from_dict(cell_dict)
         self.events.append(("submit", cell.seed))
+        self.submitted.append(cell)
         time.sleep(self.remote_delay_s)
         return _Ref(cell, cell_id, self.outcomes[cell.seed].pop(0))
 
@@ -185,6 +187,27 @@ def test_each_record_is_fsynced_before_the_next_cell_is_dispatched(fake, tmp_pat
     order = [e for e in ray.events if e[0] == "submit" or e == ("fsync", CELLS)]
     # one slot: submit a cell, its record reaches the disk, only then the next submission
     assert order == [e for s in range(5) for e in (("submit", s), ("fsync", CELLS))]
+
+
+# --- repeats: interleaved, so drift hits every backend alike ------------------------------------------
+def test_repeats_are_submitted_round_robin_across_backends_and_per_workload(fake, tmp_path):
+    matrix = """
+name: rounds
+backends: [numpy, torch, jax]
+workloads: {train: {repeats: 3, options: {steps: 2}}, conformance: {options: {steps: 1}}}
+specs: [tiny]
+timeout_s: 60
+host_classes:
+  local: {labels: {gptbench/class: local}, budget_mb: 1000}
+"""
+    ray = fake({0: ["ok"] * 12})
+    outcome, _ = _run(tmp_path, ray, matrix)
+    order = [(c.workload, c.backend, c.options.get("repeat")) for c in ray.submitted]
+    assert order == [("train", "numpy", 0), ("train", "torch", 0), ("train", "jax", 0),
+                     ("conformance", "numpy", None), ("conformance", "torch", None), ("conformance", "jax", None),
+                     ("train", "numpy", 1), ("train", "torch", 1), ("train", "jax", 1),
+                     ("train", "numpy", 2), ("train", "torch", 2), ("train", "jax", 2)]
+    assert outcome.written == 12 and len({c.cell_id(CODE) for c in ray.submitted}) == 12
 
 
 # --- resume: failed cells are finished cells -------------------------------------------------------
