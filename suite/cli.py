@@ -594,13 +594,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """--version / --code-version: read git only when asked, not on every command."""
+
+    def __init__(self, option_strings, dest, code_only=False, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+        self.code_only = code_only
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from suite import env
+
+        code, version = env.code_version(), env.package_version()
+        print(code if self.code_only else f"gptbench {version}" + ("" if code == f"gptbench-{version}" else
+                                                                   f" (code {code})"))
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import workloads  # its package module is light: the declaration types, the list of workloads
-    from suite import __version__
     from suite import argtypes as T
 
     p = _Parser(prog="gptbench", description="One GPT spec, many backends, many machines.")
-    p.add_argument("--version", action="version", version=f"gptbench {__version__}")
+    p.add_argument("--version", action=_Version, help="print gptbench's version and, from a checkout, its commit")
+    p.add_argument("--code-version", action=_Version, code_only=True,
+                   help="print only the code version records carry (a commit; what a job's submit command passes "
+                        "as GPTBENCH_CODE_VERSION, docs/cluster.md)")
     p.add_argument("--threads", type=T.integer(1), default=None,
                    help="threads for BLAS/OpenMP/torch (default: the libraries' own choice)")
     sub = p.add_subparsers(dest="command", required=True)
