@@ -54,13 +54,14 @@ def cmd_backends(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"backends on {args.device} / {args.dtype}")
     for col in ("name", "available here", "reason", "pip extra"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"], r["extra"] or "")
+    for r in rows:  # escaped: rich would take `gptbench[jax]` of a reason for markup and drop it
+        table.add_row(escape(r["name"]), "yes" if r["available"] else "no", escape(r["reason"]), escape(r["extra"] or ""))
     _console().print(table)
     return 0
 
