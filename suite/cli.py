@@ -576,7 +576,8 @@ def cmd_report(args) -> int:
 
     out = reports.write_report(args.run_dir, args.output, compare=args.compare)
     print(f"wrote {out}")
-    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
+    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet, long_csv=args.long_csv,
+                       long_parquet=args.long_parquet):
         print(f"wrote {path}")
     if args.headline_md:
         from gptspec.files import write_text_atomic
@@ -781,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
     s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
     s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
+    s.add_argument("--long-csv", default=None, metavar="FILE",
+                   help="also write the per-step table (run_id, cell_id, step, train_loss, val_loss, seconds) as CSV")
+    s.add_argument("--long-parquet", default=None, metavar="FILE", help="the per-step table as Parquet")
     s.add_argument("--headline-md", default=None, metavar="FILE",
                    help="also write the headline table and its winner sentences as Markdown to this file")
     s.set_defaults(func=cmd_report)
