@@ -496,6 +496,10 @@ def _is_number(x) -> bool:
 def cmd_calibrate(args) -> int:
     from suite import calibrate
 
+    if args.overhead:
+        return _overhead(args)
+    if args.spec:
+        raise GptbenchError("--spec is for --overhead BACKEND: the specs whose train cells measure its overhead.")
     cal = calibrate.ensure(args.device, recalibrate=not args.cached)
     section = cal[args.device.split(":")[0]]
     if args.json:
@@ -508,6 +512,21 @@ def cmd_calibrate(args) -> int:
     for lib, v in section["bandwidth_bytes_per_s"].items():
         print(f"copy bandwidth {lib} {v / 1e9:.1f} GB/s")
     print(f"cached in {calibrate.cache_path(cal['fingerprint'])}")
+    return 0
+
+
+def _overhead(args) -> int:
+    from suite import overhead
+
+    o = overhead.measure(args.overhead, args.spec or overhead.SPECS)
+    if args.json:
+        print(json.dumps({"backend": o.backend, "overhead_mb": o.overhead_mb, "framework": o.name,
+                          "heavy_modules": list(o.heavy_modules), "line": o.line(), "threads": o.threads,
+                          "specs": [{"spec": r.spec, "peak_rss_mb": r.peak_mb, "tensors_mb": r.tensors_mb,
+                                     "overhead_mb": r.overhead_mb, "measured_over_estimated": ratio}
+                                    for r, ratio in zip(o.rows, o.ratios())]}))
+    else:
+        print(overhead.report(o))
     return 0
 
 
@@ -738,6 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("calibrate", help="measure this host's GEMM peak and bandwidth (MFU's denominator)")
     s.add_argument("--device", default="cpu", type=T.calibrate_device, help=f"one of {', '.join(T.CALIBRATE_DEVICES)}")
     s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
+    s.add_argument("--overhead", default=None, metavar="BACKEND",
+                   help="instead: measure BACKEND's framework memory overhead (train cells of 4 steps, float32) and "
+                        "print the Framework(...) line for its class (docs/adding-a-backend.md)")
+    s.add_argument("--spec", action="append", default=[], metavar="PRESET",
+                   help="with --overhead: a spec to measure on (repeatable; default tiny, lumgpt, proust)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
