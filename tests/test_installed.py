@@ -72,6 +72,8 @@ def test_an_installed_gptbench_runs_a_matrix_and_reports_it_from_another_folder(
     hosts = _gptbench(site, tmp_path, "host")
     assert hosts.returncode == 0 and hosts.stdout.split() == sorted(p.parent.name for p in
                                                                     (REPO / "cluster" / "hosts").glob("*/host.yaml"))
+    listed = _gptbench(site, tmp_path, "backends", "--json")
+    assert {"name": "numpy", "available": True, "reason": "", "extra": None} in json.loads(listed.stdout)
     (tmp_path / "m.yaml").write_text(MATRIX)
     run = _gptbench(site, tmp_path, "run", "m.yaml", "--out", "run", GPTBENCH_CODE_VERSION="abc123+dirty.0f")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
