@@ -17,7 +17,7 @@ from pathlib import Path
 import workloads
 from gptspec.errors import GptbenchError
 from gptspec.files import write_private
-from reports.rundir import read_records
+from reports.rundir import latest, read_records
 from suite import env, loopback, tempdirs
 from suite.store import RunStore
 
@@ -158,7 +158,7 @@ def summary(run_dir: Path) -> None:
     for col in ("backend", "workload", "spec", "host class", "node", "status", "tokens/s", "peak RSS MB",
                 "budget MB", "overhead s"):
         table.add_column(col)
-    records = read_records(run_dir)
+    records = latest(read_records(run_dir))
     declared = {w: workloads.metrics(w) for w in {r["workload"] for r in records}}
     for r in records:
         table.add_row(r["backend"], r["workload"], r["spec"].get("name", ""), r["host_class"], r.get("node_ip") or "-",
