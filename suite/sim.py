@@ -2,8 +2,9 @@
 
 Several Ray nodes, each its own `ray start --block` process group, one per host of the
 inventory (suite/inventory.py: head, lowram, rtx4070), each with its host's label and
-resources. Every port is a free one picked here and the temp dir is the sim's own, so it
-never meets another Ray on the machine; `down` stops exactly the processes `up` started
+resources. Every node is on loopback only (suite/loopback.py: its address is 127.0.0.1,
+and so is every socket it listens on). Every port is a free one picked here and the temp
+dir is the sim's own, so it never meets another Ray on the machine; `down` stops exactly the processes `up` started
 (their PIDs are in the sim's state file), never by name, never `ray stop`. Budgets are
 the matrix's business (host classes), and the hosts' own start flags (a GPU, 4 CPUs) are
 not simulated: the nodes only say what they are.

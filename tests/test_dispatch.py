@@ -208,10 +208,13 @@ def test_every_process_of_the_pool_listens_on_loopback_only(pool, tmp_path):
                     pids.add(p.pid)
         bound = [c for c in psutil.net_connections("inet") if c.pid in pids and c.laddr
                  and (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM)]
+        names = {}
+        for c in bound:
+            with contextlib.suppress(psutil.Error):
+                names[c.pid] = psutil.Process(c.pid).name()
     finally:
         driver.kill()
         driver.wait()
-    names = {c.pid: psutil.Process(c.pid).name() for c in bound if psutil.pid_exists(c.pid)}
     outside = [(c.laddr, names.get(c.pid)) for c in bound if not _loopback(c.laddr.ip)]
     assert not outside, outside
     ports = {c.laddr.port for c in bound}
