@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 import workloads
-from reports.rundir import RUN, read_hosts, read_records
+from reports.rundir import RUN, latest, read_hosts, read_records
 
 # worst first: a grid square holding several cells takes the colour of its worst status
 STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
@@ -249,7 +249,7 @@ class Run:
 
 def load_run(run_dir) -> Run:
     path = Path(run_dir)
-    records = read_records(path)
+    records = latest(read_records(path))  # a cell run again by --resume: its last record
     info_path = path / RUN
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return Run(path=path, info=info, records=records, cells=cells_frame(records), losses=loss_frame(records),

@@ -10,7 +10,8 @@ run into a `no_host` record: Ray would queue an infeasible task forever, silentl
 Failures end in records, never in a hang: tasks have max_retries=0 (a task killed for
 memory would otherwise be retried blindly); a worker or node lost under a task is
 retried up to LOST_NODE_RETRIES times on the pool as it is after the loss (a class with no
-node left gives `no_host`), then recorded as `crash`; every
+node left gives `no_host`, no_host_cause "lost_node", which `--resume` runs again), then
+recorded as `crash`; every
 wait is bounded (a task with no result by its deadline is cancelled and `timeout`).
 The driver appends each record to the run directory as it arrives (suite/store.py), so
 Ctrl-C, `ray job stop` or a killed driver lose no finished cell; `--resume` runs the rest.
@@ -206,7 +207,7 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         estimate = memory.estimate_fields(t.cell)
         reason = infeasible(t.cell, t.hc, nodes, estimate)
         if reason:
-            write(driver_record(t, matrix, code_version, "no_host", reason, estimate))
+            write(driver_record(t, matrix, code_version, "no_host", reason, estimate, no_host_cause="pool"))
         else:
             pending.append(t)
     out.feasible = len(pending)
@@ -312,7 +313,7 @@ def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write, no
         if reason:
             pending.remove(t)
             write(driver_record(t, matrix, code_version, "no_host", f"after losing a node: {reason}",
-                                attempts=t.attempts))
+                                attempts=t.attempts, no_host_cause="lost_node"))
     return nodes
 
 

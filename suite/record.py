@@ -120,6 +120,7 @@ class Record:
     dispatch_s: float | None = None
     ray_overhead_s: float | None = None
     attempts: int | None = None
+    no_host_cause: str | None = None  # a no_host's: "pool" (final) or "lost_node" (--resume runs it again)
     worker_code_version: str | None = None
 
     # --- constructors ----------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import ray.exceptions as E
 
-from reports.rundir import CELLS, read_records
+from reports.load import load_run
+from reports.rundir import CELLS, latest, read_records
 from suite import dispatch
 from suite import matrix as M
 from suite.cell import Cell
@@ -154,7 +155,35 @@ def test_a_lost_node_whose_class_has_no_node_left_becomes_no_host(fake, tmp_path
     assert records[0]["reason"].startswith("after losing a node: host class 'local': no live node has label "
                                            "gptbench/class=local")
     assert {r["status"] for r in records.values()} == {"no_host"}
+    assert {r["no_host_cause"] for r in records.values()} == {"lost_node"}
     assert [e for e in ray.events if e[0] == "submit"] == [("submit", 0)]  # nothing sent to a pool without it
+
+
+def test_resume_reruns_the_cells_a_lost_node_left_no_host_and_readers_take_their_new_record(fake, tmp_path):
+    """A class whose node was lost: its cells are no_host "lost_node", no result, and run again
+    by --resume once the node is back; a class no node of the pool has stays no_host "pool"."""
+    matrix = MATRIX + "  cloud: {labels: {gptbench/class: cloud}, budget_mb: 1000}\n"
+    ray = fake({0: [E.NodeDiedError("the node running this task died"), "ok"], 1: ["ok"], 2: ["ok"], 3: ["ok"],
+                4: ["ok"]})
+    ray.after_loss_nodes = []
+    first, _ = _run(tmp_path, ray, matrix)
+    before = read_records(tmp_path / "run")
+    causes = sorted((r["host_class"], r["status"], r["no_host_cause"]) for r in before)
+    assert causes == [("cloud", "no_host", "pool")] * 5 + [("local", "no_host", "lost_node")] * 5
+    ray.node_list, ray.after_loss_nodes, ray.events[:] = [dict(NODE)], None, []  # the node is back
+    second, _ = _run(tmp_path, ray, matrix, resume=True)
+    assert (second.skipped, second.written) == (5, 5)  # the pool's no_host stay final
+    assert sorted(seed for what, seed in ray.events if what == "submit") == [0, 1, 2, 3, 4]
+    written = read_records(tmp_path / "run")
+    assert written[:10] == before and len(written) == 15  # appended, nothing rewritten
+    cells = latest(written)
+    assert len(cells) == 10 and len({r["cell_id"] for r in cells}) == 10
+    assert sorted((r["host_class"], r["status"]) for r in cells) == [("cloud", "no_host")] * 5 + [("local", "ok")] * 5
+    run = load_run(tmp_path / "run")  # the report's reader: one row per cell, its last record
+    assert len(run.records) == len(run.cells) == 10
+    assert sorted(run.cells.status) == ["no_host"] * 5 + ["ok"] * 5
+    with RunStore.open(tmp_path / "run") as store:
+        assert len(store.done_ids()) == 10  # a third --resume runs nothing
 
 
 def test_a_task_past_its_deadline_is_cancelled_and_recorded_as_timeout(fake, tmp_path, monkeypatch):
@@ -221,6 +250,7 @@ def test_resume_runs_only_the_cells_without_a_record_and_repeats_none(fake, tmp_
     before = read_records(tmp_path / "run")
     assert sorted(r["status"] for r in before) == ["crash", "no_host", "no_host", "no_host", "no_host", "no_host",
                                                    "ok", "oom"]
+    assert {r["no_host_cause"] for r in before if r["status"] == "no_host"} == {"pool"}  # final: not run again
     ray.interrupt_after, ray.events[:] = None, []
     second, _ = _run(tmp_path, ray, matrix, resume=True)
     records = read_records(tmp_path / "run")
