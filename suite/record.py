@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 # 2: `implementation` (the measured class's name, module and versions) joined the record
-# 3: the machine's state (machine, contended) and the compile caches (compile_cache, compile_cache_state)
+# 3: the machine's state (machine, contended), the compile caches (compile_cache, compile_cache_state), no_host_cause
 SCHEMA_VERSION = 3
 
 
