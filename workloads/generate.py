@@ -118,7 +118,7 @@ def run(backend, cell) -> dict:
     opts = options(cell)
     spec = backend.spec
     corpus = load_corpus(opts["corpus"], tokenizer=opts["tokenizer"])
-    check_vocab(corpus, spec.vocab_size, spec.name)
+    check_vocab(corpus, spec)
     params, metrics = _weights(opts, spec, corpus, cell.seed)
     backend.load_state(params)
     B, n_new = opts["batch_size"], opts["max_new_tokens"]
