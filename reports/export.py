@@ -15,7 +15,7 @@ import pandas as pd
 
 from gptspec.errors import GptbenchError
 from gptspec.files import atomic_path
-from reports.rundir import read_records
+from reports.rundir import REPORT_FIELDS, read_records
 
 
 def records_table(records: list[dict]) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def export(run_dir, csv: str | Path | None = None, parquet: str | Path | None = 
     run is not read)."""
     if not (csv or parquet):
         return []
-    table = records_table(read_records(run_dir))
+    table = records_table(read_records(run_dir, REPORT_FIELDS))
     written = []
     for path, write in ((csv, table.to_csv), (parquet, table.to_parquet)):
         if not path:

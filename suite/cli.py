@@ -600,9 +600,10 @@ def cmd_report(args) -> int:
     if args.headline_md:
         from gptspec.files import write_text_atomic
         from reports.headline import headline
-        from reports.rundir import read_records
+        from reports.rundir import REPORT_FIELDS, read_records
 
-        print(f"wrote {write_text_atomic(args.headline_md, headline(read_records(args.run_dir)).markdown())}")
+        records = read_records(args.run_dir, REPORT_FIELDS)
+        print(f"wrote {write_text_atomic(args.headline_md, headline(records).markdown())}")
     return 0
 
 

@@ -262,16 +262,25 @@ def parse(text: str, source: str) -> Matrix:
         raise GptbenchError(f"{source}: a matrix is a YAML mapping with backends, workloads, specs, "
                             f"host_classes, ...; got {got}.")
     lines = _inherit_hosts(data)
-    if not lines:
-        try:
-            return Matrix.model_validate(data)
-        except ValidationError as e:
-            for err in e.errors():
-                field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-                lines.append(f"  {_cut(field)}: {_cut(_allowed(err))}")
+    if lines:
+        raise _invalid(source, lines)
+    return validate(data, source)
+
+
+def validate(data, source: str) -> Matrix:
+    """A Matrix from its fields (a run directory's run.json holds them, hosts resolved);
+    GptbenchError naming `source` and each field, as parse does."""
+    try:
+        return Matrix.model_validate(data)
+    except ValidationError as e:
+        raise _invalid(source, [f"  {_cut('.'.join(str(p) for p in err['loc']) or '(top level)')}: "
+                                f"{_cut(_allowed(err))}" for err in e.errors()]) from None
+
+
+def _invalid(source: str, lines: list[str]) -> GptbenchError:
     if len(lines) > MAX_ERROR_LINES:  # a screenful: the first ones show what is wrong
         lines[MAX_ERROR_LINES:] = [f"  ... and {len(lines) - MAX_ERROR_LINES} more"]
-    raise GptbenchError("\n".join([f"{source}: invalid matrix:", *lines]))
+    return GptbenchError("\n".join([f"{source}: invalid matrix:", *lines]))
 
 
 MAX_ERROR_LINES = 30
