@@ -318,7 +318,7 @@ def check_corpus(corpus: Corpus, spec, seq_len: int | None = None) -> None:
 
 def min_corpus_tokens(T: int, val_fraction: float = 0.1) -> int:
     """The fewest tokens whose train and val splits (load_corpus's) each hold T + 2."""
-    n = int((T + 2) / val_fraction) - 2
+    n = max(1, int((T + 1) / val_fraction) - 10)  # below it the val split is shorter than T + 2
     while int(n * (1.0 - val_fraction)) < T + 2 or n - int(n * (1.0 - val_fraction)) < T + 2:
         n += 1
     return n

@@ -47,9 +47,10 @@ def refuse_beyond_available(cell, advice: str = "Use a smaller spec or batch_siz
     available: `gptbench train`, `cell`, `check` and `generate` say so before they allocate a
     spec too big to hold, not after the kernel kills them. A budget below the estimate is a
     measurement (the cell ends oom, as frontier probes do); the machine's own memory is not."""
-    from gptspec.limits import fits, quote
+    from gptspec.limits import fits, mb, quote
 
-    estimate = estimate_fields(cell)["memory_estimate_mb"]
-    if estimate is not None:  # None: the workload's estimate failed on an option the child will name
-        fits(estimate * 2**20, f"{cell.workload} of spec {cell.spec.get('name')!r} ({cell.backend}, {cell.dtype}, "
-             f"options {quote(cell.options)})", advice)
+    est = estimate_fields(cell)
+    if est["memory_estimate_mb"] is not None:  # None: the workload's estimate failed on an option the child names
+        part = {k: mb(v * 2**20) for k, v in est["memory_estimate"].items() if k in ("tensors_mb", "overhead_mb")}
+        fits(est["memory_estimate_mb"] * 2**20, f"{cell.workload} of spec {quote(cell.spec.get('name'))} "
+             f"({cell.backend}, {cell.dtype}: tensors {part['tensors_mb']} + framework {part['overhead_mb']})", advice)
