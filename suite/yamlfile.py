@@ -18,7 +18,7 @@ import yaml
 from gptspec.errors import GptbenchError
 from gptspec.limits import quote
 
-# nodes of one document with every alias expanded: matrices/pool.yaml has ~300; a matrix
+# nodes of one document with every alias expanded: matrices/pool.yaml has 168; a matrix
 # of this many values is far beyond any real one, and still small to validate
 MAX_NODES = 10_000
 _MERGE = "tag:yaml.org,2002:merge"
