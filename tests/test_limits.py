@@ -237,6 +237,21 @@ def test_a_value_in_an_error_is_quoted_within_a_few_hundred_characters(capsys, n
     assert "is no backend of this matrix" in str(e.value) and len(str(e.value)) < 1000
 
 
+def test_an_error_is_held_to_a_screenful(capsys, monkeypatch):
+    bad = "".join(f"  - {{backend: b{i}}}\n" for i in range(100))  # 100 exclude entries, each wrong
+    with pytest.raises(GptbenchError) as e:
+        M.parse(MATRIX + "exclude:\n" + bad, "m.yaml")
+    lines = str(e.value).splitlines()
+    assert len(lines) == 1 + 30 + 1 and lines[-1] == "  ... and 70 more" and "exclude.0.backend: 'b0'" in lines[1]
+
+    def verbose(args):
+        raise GptbenchError("y" * 100_000)
+
+    monkeypatch.setattr("suite.cli.cmd_backends", verbose)
+    err = fails(["backends"], capsys, "... (96,000 more characters left out)")
+    assert len(err) < 4100
+
+
 # --- 3. names are names ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../../../tmp/x", "a/b", ".hidden", "-flag", "x" * 65, "", "a b", "caf\u00e9"])
 def test_a_matrix_name_is_a_name_not_a_path(name, tmp_path, capsys, no_work, monkeypatch):
