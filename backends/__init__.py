@@ -15,13 +15,17 @@ a plugin an entry made from its class (its `framework` attribute, docs/adding-a-
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 
 from gptspec.errors import BackendError
+from gptspec.limits import quote
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,42 @@ def entry(name: str) -> Entry:
                                "heavy_modules)")
         declared = FRAMEWORKS[declared]
     return Entry(name, declared, None, model=name)
+
+
+def check_name(name: str) -> None:
+    """BackendError unless `name` can name a backend here: a registry name (a model or an
+    attention op), an installed entry point, or a `module:Class` whose top-level package is
+    on the path (looked up, not imported: a matrix naming a torch plugin is parsed without
+    torch). A backend that exists but cannot run on a host passes: its cells record
+    `unavailable` there. A typo is named with the closest known name."""
+    if name in REGISTRY:
+        return
+    if ":" in name:
+        module, _, class_name = name.partition(":")
+        top = module.split(".")[0]
+        if top.isidentifier() and class_name and _findable(top):
+            return
+        raise BackendError(f"backend {quote(name)}: no package {quote(top)} can be imported here (a 'package.module:"
+                           "ClassName' path names an installed package or one in the current folder).")
+    eps = _entry_points()
+    if name in eps:
+        return
+    known = list(REGISTRY) + [n for n in eps if n not in REGISTRY]
+    close = difflib.get_close_matches(name, known, n=1)
+    raise BackendError(f"unknown backend {quote(name)}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f"; known: {', '.join(known)}, an installed plugin (entry-point group '{ENTRY_POINT_GROUP}') "
+                       "or a 'package.module:ClassName' path.")
+
+
+def _findable(top: str) -> bool:
+    """A top-level module on sys.path or in the current folder (load() looks there too);
+    finding a top-level module runs none of its code."""
+    try:
+        if importlib.util.find_spec(top) is not None:
+            return True
+    except (ImportError, ValueError):
+        return False
+    return importlib.machinery.PathFinder.find_spec(top, [os.getcwd()]) is not None
 
 
 def load(name_or_path: str):

@@ -16,6 +16,7 @@ import numpy as np
 
 from gptspec.errors import DataError
 from gptspec.files import write_text_atomic
+from gptspec.limits import CORPUS_BYTES_FACTOR, fits, not_a_file, quote
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -269,10 +270,13 @@ def load_corpus(corpus: str = "synthetic", tokenizer="char", val_fraction: float
         tok = _tokenizer(tokenizer, lambda: CharTokenizer(source.alphabet))
     else:
         path = find_shakespeare() if corpus == "shakespeare" else Path(corpus)
-        if not path.is_file():
-            raise DataError(f"corpus file {path} " + ("is a folder" if path.is_dir() else "does not exist") +
-                            ". Pass an existing text file, 'shakespeare' (looked up in the data directory) or "
-                            "'synthetic'.")
+        problem = not_a_file(path)  # /dev/zero, a FIFO: named for what they are, and never read
+        if problem:
+            raise DataError(f"corpus file {path} {problem}. Pass an existing text file, 'shakespeare' (looked up in "
+                            "the data directory) or 'synthetic'.")
+        size = path.stat().st_size
+        fits(size * CORPUS_BYTES_FACTOR, f"corpus file {path} ({size:,} bytes: its text and its token ids)",
+             "Train on a shorter text file.")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
@@ -297,13 +301,49 @@ def _tokenizer(kind, char_tokenizer):
     return char_tokenizer() if kind == "char" else ByteTokenizer()
 
 
-def check_vocab(corpus: Corpus, vocab_size: int, spec_name: str) -> None:
-    if corpus.tokenizer.vocab_size > vocab_size:
+def check_corpus(corpus: Corpus, spec, seq_len: int | None = None) -> None:
+    """DataError, before any training, when the corpus cannot train `spec` on blocks of
+    seq_len (default block_size) tokens: more distinct tokens than the spec's vocab_size, or
+    too short for a block and its next token in both splits. Each says what would fit."""
+    check_vocab(corpus, spec)
+    T = seq_len or spec.block_size
+    if min(corpus.train.size, corpus.val.size) < T + 2:
+        unit = "bytes" if corpus.tokenizer.kind == "byte" else "characters"
         raise DataError(
-            f"corpus {corpus.name} needs a vocabulary of {corpus.tokenizer.vocab_size} tokens "
-            f"({corpus.tokenizer.kind}-level) but spec '{spec_name}' has vocab_size {vocab_size}. "
-            "Use a spec with a larger vocab_size, or the char-level tokenizer."
-        )
+            f"corpus {corpus.name} is too short for blocks of {T} tokens: it has {corpus.train.size + corpus.val.size:,} "
+            f"{unit} and needs at least {min_corpus_tokens(T):,} (the last 10% is the validation split, and each "
+            f"split needs one block of {T} and its next token). Give a longer text, or a spec with a smaller "
+            "block_size.")
+
+
+def min_corpus_tokens(T: int, val_fraction: float = 0.1) -> int:
+    """The fewest tokens whose train and val splits (load_corpus's) each hold T + 2."""
+    n = max(1, int((T + 1) / val_fraction) - 10)  # below it the val split is shorter than T + 2
+    while int(n * (1.0 - val_fraction)) < T + 2 or n - int(n * (1.0 - val_fraction)) < T + 2:
+        n += 1
+    return n
+
+
+def check_vocab(corpus: Corpus, spec) -> None:
+    """DataError when the corpus's tokenizer has more tokens than spec.vocab_size, naming what
+    fits: the presets, a vocab_size, the other tokenizer where it would do."""
+    from gptspec.spec import PRESETS
+
+    need, have, kind = corpus.tokenizer.vocab_size, spec.vocab_size, corpus.tokenizer.kind
+    if need <= have:
+        return
+    what = (f"{need} distinct characters (char-level tokens)" if kind == "char" else
+            f"a vocabulary of {need} tokens ({kind}-level)")
+    presets = [name for name, p in PRESETS.items() if p.vocab_size >= need]
+    fixes = [f"a spec whose vocab_size is at least {need} (inline JSON: --spec '{{\"vocab_size\": {need}, ...}}')",
+             f"a preset with room for it ({', '.join(presets)})" if presets else f"(no preset has {need} tokens)"]
+    distinct = len(set(corpus.text))
+    if kind == "char" and have >= ByteTokenizer.vocab_size:  # the other tokenizer, only where it fits
+        fixes.append(f"--tokenizer byte ({ByteTokenizer.vocab_size} tokens)")
+    elif kind == "byte" and distinct <= have:
+        fixes.append(f"--tokenizer char (this text has {distinct} distinct characters)")
+    raise DataError(f"corpus {corpus.name} has {what} but spec {quote(spec.name)} has vocab_size {have}. Use "
+                    + "; or ".join(fixes) + ".")
 
 
 def split_windows(data: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:

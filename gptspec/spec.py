@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from gptspec.errors import SpecError
+from gptspec.limits import MAX_SPEC_FILE, SPEC_MAX, not_a_file, quote
 
 LN_EPS = 1e-5
 MLP_RATIO = 4
@@ -36,14 +37,20 @@ class GPTSpec:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise SpecError(
-                    f"spec '{self.name}': field '{field}' must be a positive integer, got {value!r}."
+                    f"spec {quote(self.name)}: field '{field}' must be a positive integer, got {quote(value)}."
                 )
+            if value > SPEC_MAX[field]:  # before anything is sized by it (docs/spec.md, Limits)
+                raise SpecError(f"spec {quote(self.name)}: field '{field}' is {value:,}, above its limit of "
+                                f"{SPEC_MAX[field]:,} (docs/spec.md, Limits: a GPT-2 XL is far inside every one); "
+                                "check the number for extra digits.")
+        if not isinstance(self.name, str):
+            raise SpecError(f"spec field 'name' must be a string, got {quote(self.name)}.")
         if self.gelu not in GELUS:
-            raise SpecError(f"spec '{self.name}': field 'gelu' must be one of {', '.join(map(repr, GELUS))} "
-                            f"(the tanh approximation, or the exact erf form nanoGPT uses), got {self.gelu!r}.")
+            raise SpecError(f"spec {quote(self.name)}: field 'gelu' must be one of {', '.join(map(repr, GELUS))} "
+                            f"(the tanh approximation, or the exact erf form nanoGPT uses), got {quote(self.gelu)}.")
         if self.n_embd % self.n_head:
             raise SpecError(
-                f"spec '{self.name}': n_embd ({self.n_embd}) must be divisible by n_head "
+                f"spec {quote(self.name)}: n_embd ({self.n_embd}) must be divisible by n_head "
                 f"({self.n_head}) so every head has the same size; try n_head in "
                 f"{[h for h in range(1, min(self.n_embd, 64) + 1) if self.n_embd % h == 0]}."
             )
@@ -66,7 +73,7 @@ class GPTSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise SpecError(f"spec has unknown field(s) {unknown}; allowed fields are {sorted(known)}.")
+            raise SpecError(f"spec has unknown field(s) {quote(unknown)}; allowed fields are {sorted(known)}.")
         missing = sorted(f for f in known - {"name", "gelu"} if f not in d)  # optional: defaults
         if missing:
             raise SpecError(f"spec is missing field(s) {missing}.")
@@ -181,6 +188,12 @@ def resolve_spec(arg: str) -> GPTSpec:
     if arg.endswith(".json"):
         from pathlib import Path
 
+        problem = not_a_file(arg)
+        if problem:  # a FIFO or /dev/zero named x.json is never read
+            raise SpecError(f"spec file {arg} {problem}; give a JSON file of the spec's fields.")
+        if Path(arg).stat().st_size > MAX_SPEC_FILE:
+            raise SpecError(f"spec file {arg} has {Path(arg).stat().st_size:,} bytes; a spec is a JSON object of a "
+                            f"few fields (at most {MAX_SPEC_FILE:,} bytes).")
         try:
             text, source = Path(arg).read_text(), arg
         except OSError as e:
@@ -191,6 +204,8 @@ def resolve_spec(arg: str) -> GPTSpec:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError(f"spec {source} is not valid JSON: {e}.") from None
+    except RecursionError:
+        raise SpecError(f"spec {source} nests too deep to be a spec (a flat JSON object).") from None
     if not isinstance(d, dict):
         raise SpecError(f"spec {source} must be a JSON object with fields vocab_size, block_size, "
                         "n_layer, n_head, n_embd.")
@@ -204,5 +219,5 @@ def preset(name: str) -> GPTSpec:
         return PRESETS[name]
     except KeyError:
         raise SpecError(
-            f"unknown spec preset {name!r}; known presets: {', '.join(PRESETS)}."
+            f"unknown spec preset {quote(name)}; known presets: {', '.join(PRESETS)}."
         ) from None

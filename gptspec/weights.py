@@ -18,6 +18,7 @@ import numpy as np
 
 from gptspec.errors import WeightsError
 from gptspec.files import atomic_path
+from gptspec.limits import MAX_SAFETENSORS_HEADER, QUOTE_CHARS, SAFETENSORS_READ_FACTOR, fits, not_a_file, quote
 from gptspec.optim import AdamWConfig
 from gptspec.spec import GPTSpec
 
@@ -44,11 +45,20 @@ def init_params(spec: GPTSpec, seed: int = 0, dtype=np.float32) -> dict[str, np.
 
 def check_params(params: dict[str, np.ndarray], spec: GPTSpec, source: str = "weights") -> None:
     """Raise WeightsError naming every missing, unexpected or mis-shaped tensor."""
+    check_shapes({n: tuple(a.shape) for n, a in params.items()}, spec, source)
+    bad = [n for n, a in params.items() if not np.all(np.isfinite(a))]
+    if bad:
+        raise WeightsError(f"{source} holds non-finite values (NaN or inf) in {_few(bad)}.")
+
+
+def check_shapes(shapes: dict[str, tuple], spec: GPTSpec, source: str = "weights") -> None:
+    """check_params on names and shapes alone: what a safetensors header declares is
+    checked with it before a byte of its tensors is read."""
     expected = spec.param_shapes()
-    missing = [n for n in expected if n not in params]
-    unexpected = [n for n in params if n not in expected]
-    wrong = [f"{n}: {tuple(params[n].shape)} (spec wants {expected[n]})"
-             for n in expected if n in params and tuple(params[n].shape) != expected[n]]
+    missing = [n for n in expected if n not in shapes]
+    unexpected = [n for n in shapes if n not in expected]
+    wrong = [f"{n}: {tuple(shapes[n])} (spec wants {expected[n]})"
+             for n in expected if n in shapes and tuple(shapes[n]) != expected[n]]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} tensor(s): {_few(missing)}")
@@ -58,18 +68,15 @@ def check_params(params: dict[str, np.ndarray], spec: GPTSpec, source: str = "we
         problems.append(f"{len(wrong)} tensor(s) with the wrong shape: {_few(wrong)}")
     if problems:
         raise WeightsError(
-            f"{source} does not match spec '{spec.name}' ({spec.to_json()}): "
+            f"{source} does not match spec {quote(spec.name)} ({spec.to_json()}): "
             + "; ".join(problems)
             + ". Pass the spec the weights were made with (it is stored in gptbench files), "
             "or re-create the weights for this spec."
         )
-    bad = [n for n, a in params.items() if not np.all(np.isfinite(a))]
-    if bad:
-        raise WeightsError(f"{source} holds non-finite values (NaN or inf) in {_few(bad)}.")
 
 
 def _few(items, n=4) -> str:
-    items = list(items)
+    items = [quote(i)[1:-1] if len(i) > QUOTE_CHARS else i for i in items]  # a name from a file: bounded
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
@@ -89,16 +96,82 @@ def save_safetensors(path, params: dict[str, np.ndarray], spec: GPTSpec,
     return path
 
 
-def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(params, metadata) as stored, without checking them against a spec."""
+# safetensors dtypes and their bytes per element (a header's declared size is shape x these)
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def read_header(path) -> tuple[dict[str, tuple], dict[str, str]]:
+    """({name: shape}, metadata) of a safetensors file from its header alone, which is
+    checked against the file before anything else is read: a header within
+    MAX_SAFETENSORS_HEADER, every tensor's declared bytes (shape x dtype) equal to its byte
+    range, the ranges inside the file and apart. A header that declares more than the file
+    holds (a 2 GB tensor in a sparse file of a few bytes on disk) is refused here."""
+    path = Path(path)
+    problem = not_a_file(path)
+    if problem:
+        raise WeightsError(f"weights file {path} {problem}.")
+    size = path.stat().st_size
+
+    def bad(why: str):
+        return WeightsError(f"{path} is not a readable safetensors file ({why}).")
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes: shorter than the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+            raise bad(f"its header declares {n:,} bytes; the file has {size:,} and a header is at most "
+                      f"{MAX_SAFETENSORS_HEADER:,}")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, RecursionError) as e:
+            raise bad(f"its header is not JSON: {quote(str(e))}") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("its __metadata__ is not an object of strings")
+    data, shapes, ranges = size - 8 - n, {}, []
+    for name, t in header.items():
+        dtype, shape, offsets = (t.get(k) for k in ("dtype", "shape", "data_offsets")) if isinstance(t, dict) \
+            else (None, None, None)
+        if not (dtype in _DTYPE_BYTES and _counts(shape) and _counts(offsets) and len(offsets) == 2):
+            raise bad(f"tensor {quote(name)} is declared as {quote(t)}, not {{dtype, shape, data_offsets}} of "
+                      f"a known dtype ({', '.join(_DTYPE_BYTES)})")
+        begin, end = offsets
+        declared = math.prod(shape) * _DTYPE_BYTES[dtype]
+        if end - begin != declared or end > data:
+            raise bad(f"tensor {quote(name)} declares {dtype} {shape}, {declared:,} bytes, at bytes "
+                      f"{begin:,}-{end:,} of {data:,} after the header")
+        shapes[name] = tuple(shape)
+        ranges.append((begin, end, name))
+    for (_, end, a), (begin, _, b) in zip(sorted(ranges), sorted(ranges)[1:]):
+        if begin < end:
+            raise bad(f"tensors {quote(a)} and {quote(b)} overlap")
+    return shapes, metadata
+
+
+def _counts(x) -> bool:
+    """A JSON list of integers >= 0 (a shape, a byte range)."""
+    return isinstance(x, list) and all(type(d) is int and d >= 0 for d in x)
+
+
+def read_safetensors(path, expect=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(params, metadata) as stored. The header is checked first (read_header), then
+    expect(shapes, metadata) when given (a spec's check: it raises before a byte of tensor is
+    read), then what reading takes against the memory available here."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist.")
+    shapes, metadata = read_header(path)
+    if expect is not None:
+        expect(shapes, metadata)
+    fits(SAFETENSORS_READ_FACTOR * (path.stat().st_size), f"reading {path}",
+         "Load it on a machine with more memory, or check that the file is the one you meant.")
     try:
         with safe_open(str(path), framework="np") as f:
-            metadata = f.metadata() or {}
             params = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path} is not a readable safetensors file ({e}).") from None
@@ -111,14 +184,23 @@ def load_safetensors(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[s
 
 
 def load_with_metadata(path, spec: GPTSpec | None = None) -> tuple[GPTSpec, dict[str, np.ndarray], dict[str, str]]:
-    """load_safetensors, with the file's metadata (its tokenizer, ...) from the same read."""
-    params, metadata = read_safetensors(path)
-    if spec is None:
-        if "spec" not in metadata:
-            raise WeightsError(f"{path} carries no gptbench spec in its metadata; pass --spec.")
-        spec = GPTSpec.from_dict(metadata_json(path, metadata, "spec"))
-    check_params(params, spec, source=str(path))
-    return spec, params, metadata
+    """load_safetensors, with the file's metadata (its tokenizer, ...) from the same read.
+    The tensors' names and shapes are checked against the spec from the header, before
+    they are read."""
+    found = {}
+
+    def expect(shapes, metadata):
+        nonlocal spec
+        if spec is None:
+            if "spec" not in metadata:
+                raise WeightsError(f"{path} carries no gptbench spec in its metadata; pass --spec.")
+            spec = GPTSpec.from_dict(metadata_json(path, metadata, "spec"))
+        check_shapes(shapes, spec, source=str(path))
+        found["spec"] = spec
+
+    params, metadata = read_safetensors(path, expect)
+    check_params(params, found["spec"], source=str(path))
+    return found["spec"], params, metadata
 
 
 def metadata_json(path, metadata: dict, key: str) -> dict:
@@ -155,9 +237,15 @@ def save_optimizer_state(path, moments: dict, spec: GPTSpec, optim) -> Path:
 
 def load_optimizer_state(path, spec: GPTSpec):
     """(moments, AdamWConfig) from save_optimizer_state's file, checked against the spec."""
-    tensors, metadata = read_safetensors(path)
-    if metadata.get("format") != "gptbench-adamw":
-        raise WeightsError(f"{path} is not a gptbench AdamW state file.")
+    def expect(shapes, metadata):
+        if metadata.get("format") != "gptbench-adamw" or not metadata.get("step", "").isdigit():
+            raise WeightsError(f"{path} is not a gptbench AdamW state file (its metadata has no format "
+                               "'gptbench-adamw' and step count).")
+        for kind in ("exp_avg", "exp_avg_sq"):
+            check_shapes({n[len(kind) + 1:]: s for n, s in shapes.items() if n.startswith(kind + ".")}, spec,
+                         source=f"{path} ({kind})")
+
+    tensors, metadata = read_safetensors(path, expect)
     moments = {"step": int(metadata["step"])}
     for kind in ("exp_avg", "exp_avg_sq"):
         found = {n[len(kind) + 1:]: a for n, a in tensors.items() if n.startswith(kind + ".")}

@@ -24,7 +24,7 @@ import pandas as pd
 
 from gptspec.errors import GptbenchError
 from gptspec.files import atomic_path
-from reports.rundir import RUN, latest, read_records
+from reports.rundir import REPORT_FIELDS, RUN, latest, read_records
 
 # a dict whose keys all look like this is a record's fields (flattened into columns); any
 # other key ("train (32, 16)") makes it data, kept whole as JSON text
@@ -138,7 +138,7 @@ def export(run_dir, csv=None, parquet=None, long_csv=None, long_parquet=None) ->
     wide, long = [p for p in (csv, parquet)], [p for p in (long_csv, long_parquet)]
     if not any(wide + long):
         return []
-    records, info = latest(read_records(run_dir)), _run_info(run_dir)
+    records, info = latest(read_records(run_dir, REPORT_FIELDS)), _run_info(run_dir)
     rid = run_id(info) if info.get("started") else Path(run_dir).resolve().name
     tables = {}
     if any(wide):

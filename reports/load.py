@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 import workloads
-from reports.rundir import RUN, latest, read_hosts, read_records
+from reports.rundir import REPORT_FIELDS, latest, read_hosts, read_records, read_run_info
 
 # worst first: a grid square holding several cells takes the colour of its worst status
 STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
@@ -249,9 +249,8 @@ class Run:
 
 def load_run(run_dir) -> Run:
     path = Path(run_dir)
-    records = latest(read_records(path))  # a cell run again by --resume: its last record
-    info_path = path / RUN
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    records = latest(read_records(path, REPORT_FIELDS))  # a cell run again by --resume: its last record
+    info = read_run_info(path)
     return Run(path=path, info=info, records=records, cells=cells_frame(records), losses=loss_frame(records),
                attention=attention_frame(records), samples=samples_frame(records),
                hosts=hosts_table(records, read_hosts(path)), cards=conformance_cards(records))

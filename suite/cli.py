@@ -12,6 +12,7 @@ import os
 import sys
 
 from gptspec.errors import GptbenchError
+from gptspec.limits import MAX_NEW_TOKENS
 from suite.gpu_pack import DEFAULT_BUDGET_S as DEFAULT_PACK_BUDGET_S  # stdlib only
 
 
@@ -80,6 +81,7 @@ def cmd_check(args) -> int:
         print(f"{args.backend}: unavailable here: {reason}", file=sys.stderr)
         return 2
     spec = _spec(args.spec, args.gelu)
+    _refuse_beyond_available(args.backend, "conformance", spec, args, {"batch_size": args.batch_size})
     if cls is NumpyBackend and args.dtype == "float64":
         return _check_finite_differences(args, spec)
     from workloads.conformance.ladder import run_ladder
@@ -139,19 +141,32 @@ def _build_backend(args, spec):
     return _backend_class(args)(spec, device=args.device, dtype=args.dtype)
 
 
+def _refuse_beyond_available(backend: str, workload: str, spec, args, options: dict) -> None:
+    """What `workload` on `spec` would hold, against the memory available here, before it is
+    allocated (suite/memory.py): a spec too big for this machine is bad input, exit 2."""
+    from suite.cell import Cell
+    from suite.memory import refuse_beyond_available
+
+    refuse_beyond_available(Cell.make(backend, workload, spec, dtype=args.dtype, device=args.device,
+                                      options=options))
+
+
 def cmd_train(args) -> int:
     """A train cell run here, with progress: the same record as `gptbench cell --workload
     train` (suite/record.py), printed and saved with the weights."""
     import workloads
-    from gptspec.data import load_corpus
+    from gptspec.data import check_corpus, load_corpus
     from gptspec.files import write_json_atomic
     from gptspec.weights import save_optimizer_state, save_safetensors
     from suite.cell import Cell
+    from suite.memory import refuse_beyond_available
     from suite.record import Limits
     from suite.runner import run_here
 
     spec = _spec(args.spec, args.gelu)
-    load_corpus(args.corpus, tokenizer=args.tokenizer)  # a missing corpus is bad input: say so before anything
+    # a missing corpus, one too short for the block or with more characters than the vocabulary:
+    # bad input, said before anything
+    check_corpus(load_corpus(args.corpus, tokenizer=args.tokenizer), spec)
     _backend_class(args)  # likewise an unknown or unavailable backend
     out = _writable_dir(args.out) if args.out else None  # before training, not after
     options = {"steps": args.steps, "lr_warmup_steps": min(args.lr_warmup, args.steps),
@@ -164,6 +179,7 @@ def cmd_train(args) -> int:
     workloads.check_options("train", options)  # a beta2 of 1.5 is bad input, said before anything runs
     cell = Cell.make(args.backend, "train", spec, dtype=args.dtype, device=args.device, seed=args.seed,
                      options=options)
+    refuse_beyond_available(cell)
     every = max(1, args.steps // 10)
     elapsed_ms = []
 
@@ -327,6 +343,8 @@ def cmd_generate(args) -> int:
         spec, params, tokenizer = _load_weights(args)
     else:
         spec, tokenizer = _spec(args.spec or "tiny"), None
+    _refuse_beyond_available(args.backend, "generate", spec, args, {"max_new_tokens": args.max_new_tokens})
+    if not args.weights:
         params = init_params(spec, args.seed)
     tok = _vocabulary(tokenizer, spec, args, args.weights)
     prompt = tok.encode(args.prompt)
@@ -441,6 +459,7 @@ def cmd_cell(args) -> int:
     import workloads
     from gptspec.files import write_json_atomic
     from suite.cell import Cell
+    from suite.memory import refuse_beyond_available
     from suite.record import Limits
     from suite.runner import run_cell
 
@@ -456,6 +475,7 @@ def cmd_cell(args) -> int:
     out = _writable_file(args.out) if args.out else None  # before the cell, not after
     cell = Cell.make(args.backend, args.workload, _spec(args.spec), dtype=args.dtype, device=args.device,
                      host_class=args.host_class, seed=args.seed, options=options)
+    refuse_beyond_available(cell)
     limits = Limits(budget_mb=args.budget_mb, gpu_budget_mb=args.gpu_budget_mb, timeout_s=args.timeout,
                     threads=args.threads)
     record = run_cell(cell, limits).to_dict()
@@ -734,7 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "or when the weights carry none")
     s.add_argument("--tokenizer", default="char", choices=["char", "byte"])
     s.add_argument("--prompt", required=True)
-    s.add_argument("--max-new-tokens", type=T.integer(1), default=100)
+    s.add_argument("--max-new-tokens", type=T.integer(1, MAX_NEW_TOKENS), default=100,
+                   help=f"tokens sampled after the prompt, at most {MAX_NEW_TOKENS:,}")
     s.add_argument("--temperature", type=T.non_negative, default=1.0, help="0 is greedy")
     s.add_argument("--top-k", type=T.integer(1), default=None)
     s.add_argument("--seed", type=T.integer(0), default=0)
@@ -861,13 +882,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# an error is a paragraph: every value in one is quoted within limits.QUOTE_CHARS, and this
+# holds the whole of it (a matrix with thousands of bad fields) to a screenful
+MAX_ERROR_CHARS = 4000
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS:,} more characters left out)"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _set_threads(args.threads)
     try:
         return args.func(args)
     except GptbenchError as e:
-        print(f"gptbench {args.command}: error: {e}", file=sys.stderr)
+        print(f"gptbench {args.command}: error: {_bounded(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

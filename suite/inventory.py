@@ -17,9 +17,8 @@ import shlex
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-import yaml
-
 from gptspec.errors import GptbenchError
+from suite import yamlfile
 
 LABEL = "gptbench/class"
 SLOT = "bench_slot"  # every gptbench host advertises one: one timed cell per machine
@@ -131,10 +130,7 @@ def load(name: str) -> Host:
     path = hosts_dir() / name / FILE
     if name not in names():
         raise GptbenchError(f"no host {name!r} in the inventory {hosts_dir()}; hosts: {', '.join(names()) or 'none'}.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise GptbenchError(f"{path} is not valid YAML: {e}") from None
+    data = yamlfile.load(path.read_text(), str(path))
     if not isinstance(data, dict):
         raise GptbenchError(f"{path}: a host is a YAML mapping of {', '.join(_FIELDS)}.")
     unknown = sorted(set(data) - set(_FIELDS))

@@ -14,11 +14,13 @@ With no file, the embedded default (default_matrix) runs on one CPU machine.
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,10 +30,12 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+import backends
 import workloads
 from gptspec.errors import GptbenchError
+from gptspec.limits import quote
 from gptspec.spec import resolve_spec
-from suite import inventory
+from suite import inventory, yamlfile
 from suite.cell import Cell
 from suite.record import Limits
 
@@ -41,6 +45,23 @@ EXCLUDE_KEYS = {"backend", "workload", "spec", "dtype", "host_class"}
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# a matrix's name names its run folder (runs/<UTC time>-<name>): a name, never a path
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _backend_names(v: list[str] | None) -> list[str] | None:
+    """Each name a backend of this install (backends.check_name), or the field's error."""
+    for name in v or []:
+        try:
+            backends.check_name(name)
+        except GptbenchError as e:  # as a ValueError pydantic names the field
+            raise ValueError(str(e)) from None
+    return v
+
+
+BackendNames = Annotated[list[str], AfterValidator(_backend_names)]
 
 
 class HostClass(_Strict):
@@ -54,14 +75,14 @@ class HostClass(_Strict):
     device: str = "cpu"
     threads: int | None = Field(default=None, ge=1, description="BLAS/OpenMP/torch threads (default: all cores)")
     specs: list[str] | None = None      # only these specs run here (default: the matrix's)
-    backends: list[str] | None = None   # only these backends
+    backends: BackendNames | None = None   # only these backends
     workloads: list[str] | None = None  # only these workloads
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         if v != "cpu" and not v.startswith("cuda"):
-            raise ValueError(f"device {v!r}: allowed are 'cpu', 'cuda' or 'cuda:N'")
+            raise ValueError(f"device {quote(v)}: allowed are 'cpu', 'cuda' or 'cuda:N'")
         return v
 
     def limits(self, timeout_s: float, compile_cache: str = "fresh") -> Limits:
@@ -71,7 +92,7 @@ class HostClass(_Strict):
 
 
 class WorkloadEntry(_Strict):
-    backends: list[str] | None = None  # default: the matrix's backends (attention: providers)
+    backends: BackendNames | None = None  # default: the matrix's backends (attention: providers)
     specs: list[str] | None = None  # default: the matrix's specs; a host class's own specs come first
     options: dict = Field(default_factory=dict)  # the workload's OPTIONS (checked by Matrix) and runner options
     repeats: int | None = Field(default=None, ge=1)  # this workload's repeats (default: the matrix's)
@@ -91,7 +112,7 @@ class WorkloadEntry(_Strict):
 
 class Matrix(_Strict):
     name: str = "matrix"
-    backends: list[str] = Field(min_length=1)
+    backends: BackendNames = Field(min_length=1)
     workloads: dict[str, WorkloadEntry]
     specs: list[str] = Field(min_length=1, description="preset names or inline JSON specs")
     dtypes: list[Literal["float32", "float64", "bfloat16", "float16"]] = ["float32"]
@@ -102,6 +123,14 @@ class Matrix(_Strict):
     compile_cache: Literal["fresh", "host"] = "fresh"  # suite/compile_cache.py
     exclude: list[dict[str, str]] = Field(default_factory=list,
                                           description="partial cells (backend, workload, spec, dtype, host_class)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_name(cls, v: str) -> str:
+        if not NAME.fullmatch(v):
+            raise ValueError(f"{quote(v)} is not a name: it names the run folder (runs/<UTC time>-<name>), so it "
+                             "takes letters, digits, '.', '_' and '-', at most 64, the first a letter or digit")
+        return v
 
     @field_validator("workloads", mode="before")
     @classmethod
@@ -159,7 +188,7 @@ class Matrix(_Strict):
         errors = []
         for i, ex in enumerate(self.exclude):
             bad = [(k, v) for k, v in ex.items() if v not in have[k]]
-            errors += [_error("exclude_value", ("exclude", i, k), v, f"{v!r} is no {k} of this matrix; its "
+            errors += [_error("exclude_value", ("exclude", i, k), v, f"{quote(v)} is no {k} of this matrix; its "
                               f"{k}s: {', '.join(sorted(map(str, have[k])))}") for k, v in bad]
             if not bad and not any(self._matches(ex, cell) for cell in self._product()):
                 errors.append(_error("exclude_empty", ("exclude", i), ex, "matches no cell of this matrix "
@@ -240,23 +269,38 @@ def _check_specs(specs: list[str]) -> list[str]:
 
 def parse(text: str, source: str) -> Matrix:
     """A Matrix from YAML text; GptbenchError naming `source`, the field and what is allowed."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise GptbenchError(f"{source} is not valid YAML: {e}") from None
+    data = yamlfile.load(text, source)  # aliases bounded, a key given twice refused
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a YAML {type(data).__name__}"
         raise GptbenchError(f"{source}: a matrix is a YAML mapping with backends, workloads, specs, "
                             f"host_classes, ...; got {got}.")
     lines = _inherit_hosts(data)
-    if not lines:
-        try:
-            return Matrix.model_validate(data)
-        except ValidationError as e:
-            for err in e.errors():
-                field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-                lines.append(f"  {field}: {_allowed(err)}")
-    raise GptbenchError("\n".join([f"{source}: invalid matrix:", *lines]))
+    if lines:
+        raise _invalid(source, lines)
+    return validate(data, source)
+
+
+def validate(data, source: str) -> Matrix:
+    """A Matrix from its fields (a run directory's run.json holds them, hosts resolved);
+    GptbenchError naming `source` and each field, as parse does."""
+    try:
+        return Matrix.model_validate(data)
+    except ValidationError as e:
+        raise _invalid(source, [f"  {_cut('.'.join(str(p) for p in err['loc']) or '(top level)')}: "
+                                f"{_cut(_allowed(err))}" for err in e.errors()]) from None
+
+
+def _invalid(source: str, lines: list[str]) -> GptbenchError:
+    if len(lines) > MAX_ERROR_LINES:  # a screenful: the first ones show what is wrong
+        lines[MAX_ERROR_LINES:] = [f"  ... and {len(lines) - MAX_ERROR_LINES} more"]
+    return GptbenchError("\n".join([f"{source}: invalid matrix:", *lines]))
+
+
+MAX_ERROR_LINES = 30
+
+
+def _cut(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"
 
 
 def _inherit_hosts(data: dict) -> list[str]:
@@ -313,7 +357,7 @@ def default_matrix() -> Matrix:
     """The embedded default: every CPU backend and every workload this install has, on one
     CPU machine with no GPU and no data file. Workloads not installed are left out; a
     workload the file does not name runs with its declared defaults."""
-    data = yaml.safe_load(DEFAULT_PATH.read_text())
+    data = yamlfile.load(DEFAULT_PATH.read_text(), str(DEFAULT_PATH))
     present = workloads.names()
     named = {k: v for k, v in data["workloads"].items() if k in present}
     data["workloads"] = {**named, **{k: {} for k in present if k not in named}}

@@ -40,3 +40,17 @@ def estimate_fields(cell) -> dict:
         "memory_estimate": {"tensors_mb": tensors_mb, "overhead_mb": overhead,
                             **{f"{k}_mb": v / 2**20 for k, v in tensors.items() if k != "total"}},
     }
+
+
+def refuse_beyond_available(cell, advice: str = "Use a smaller spec or batch_size (docs/spec.md, Limits).") -> None:
+    """limits.TooBig (exit 2) when the cell's host-RAM estimate is more than this machine has
+    available: `gptbench train`, `cell`, `check` and `generate` say so before they allocate a
+    spec too big to hold, not after the kernel kills them. A budget below the estimate is a
+    measurement (the cell ends oom, as frontier probes do); the machine's own memory is not."""
+    from gptspec.limits import fits, mb, quote
+
+    est = estimate_fields(cell)
+    if est["memory_estimate_mb"] is not None:  # None: the workload's estimate failed on an option the child names
+        part = {k: mb(v * 2**20) for k, v in est["memory_estimate"].items() if k in ("tensors_mb", "overhead_mb")}
+        fits(est["memory_estimate_mb"] * 2**20, f"{cell.workload} of spec {quote(cell.spec.get('name'))} "
+             f"({cell.backend}, {cell.dtype}: tensors {part['tensors_mb']} + framework {part['overhead_mb']})", advice)

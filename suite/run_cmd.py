@@ -17,7 +17,8 @@ from pathlib import Path
 import workloads
 from gptspec.errors import GptbenchError
 from gptspec.files import write_private
-from reports.rundir import latest, read_records
+from gptspec.limits import quote
+from reports.rundir import REPORT_FIELDS, RUN, latest, read_hosts, read_records, read_run_info
 from suite import env, loopback, tempdirs
 from suite.store import RunStore
 
@@ -62,15 +63,15 @@ def _run(matrix_path, address, out, resume, temp_dir, preflight) -> int:
     if resume:
         if matrix_path:
             raise GptbenchError("--resume runs the matrix recorded in the run directory; give no MATRIX with it.")
+        info, mx = _checked_run(resume, code_version)  # before its lock is taken or Ray starts
         store = RunStore.open(resume)
         for note in store.notes:
             print(note, file=sys.stderr)
-        info = store.run_info()
         if info["code_version"] != code_version:
             store.close()
-            raise GptbenchError(f"{resume} was measured with code {info['code_version']}, this is {code_version}: "
-                                "one run compares one version of the code. Check it out, or start a new run.")
-        mx = M.Matrix.model_validate(info["matrix"])
+            raise GptbenchError(f"{resume} was measured with code {info['code_version'][:100]}, this is "
+                                f"{code_version}: one run compares one version of the code. Check it out, or start "
+                                "a new run.")
     else:
         mx, text = M.load(matrix_path) if matrix_path else (M.default_matrix(), None)
         run_dir = Path(out or f"runs/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{mx.name}").resolve()
@@ -101,6 +102,29 @@ def _run(matrix_path, address, out, resume, temp_dir, preflight) -> int:
         return 130
     report(store.dir)
     return 0
+
+
+def _checked_run(run_dir, code_version: str):
+    """(run.json, its matrix) of a run to resume, with every file of the folder read and
+    checked first: a damaged one is an error naming the file, the line and the field, before
+    the folder is locked or Ray started (docs/run-dir.md). The matrix of a run measured by
+    other code is not validated (this code's fields may differ): the resume is refused for
+    that, by name, and the matrix is None."""
+    from suite import matrix as M
+
+    path = Path(run_dir)
+    if not (path / RUN).is_file():
+        raise GptbenchError(f"cannot resume {path}: it has no {RUN}, so it is not a gptbench run directory.")
+    info = read_run_info(path)
+    for field, kind in (("code_version", str), ("matrix", dict)):
+        if not isinstance(info.get(field), kind):
+            raise GptbenchError(f"{path / RUN}: field {field!r} is {quote(info.get(field), 80)}, not "
+                                f"{'a string' if kind is str else 'an object'}: the run's description is damaged; "
+                                "restore it (docs/run-dir.md).")
+    mx = M.validate(info["matrix"], f"{path / RUN} (field 'matrix')") if info["code_version"] == code_version else None
+    read_records(path, REPORT_FIELDS)  # every line, as the summary at the end will read them
+    read_hosts(path)
+    return info, mx
 
 
 def _run_with_bar(mx, store, code_version, preflight=False):
@@ -158,7 +182,7 @@ def summary(run_dir: Path) -> None:
     for col in ("backend", "workload", "spec", "host class", "node", "status", "tokens/s", "peak RSS MB",
                 "budget MB", "overhead s"):
         table.add_column(col)
-    records = latest(read_records(run_dir))
+    records = latest(read_records(run_dir, REPORT_FIELDS))
     declared = {w: workloads.metrics(w) for w in {r["workload"] for r in records}}
     for r in records:
         table.add_row(r["backend"], r["workload"], r["spec"].get("name", ""), r["host_class"], r.get("node_ip") or "-",

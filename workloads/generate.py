@@ -26,6 +26,7 @@ import numpy as np
 
 from backends.base import WINDOWS
 from gptspec.data import check_vocab, load_corpus
+from gptspec.limits import MAX_NEW_TOKENS
 from workloads import Metric, Option, options
 
 
@@ -35,7 +36,7 @@ def _all_new_tokens(spec: dict, before: dict) -> int:
 
 
 OPTIONS = (
-    Option("max_new_tokens", int, 64, "tokens sampled after the prompt, each timed", min=1),
+    Option("max_new_tokens", int, 64, "tokens sampled after the prompt, each timed", min=1, max=MAX_NEW_TOKENS),
     Option("prompt_tokens", int, 8, "prompt length, taken from the validation split", min=1),
     Option("batch_size", int, 1, "sequences sampled together", min=1),
     Option("temperature", float, 1.0, "sampling temperature; 0: greedy", min=0),
@@ -170,7 +171,7 @@ def run(backend, cell) -> dict:
     opts = options(cell)
     spec = backend.spec
     corpus = load_corpus(opts["corpus"], tokenizer=opts["tokenizer"])
-    check_vocab(corpus, spec.vocab_size, spec.name)
+    check_vocab(corpus, spec)
     params, metrics = _weights(opts, spec, corpus, cell.seed)
     backend.load_state(params)
     B, n_new = opts["batch_size"], opts["max_new_tokens"]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from gptspec.data import BatchSampler, Corpus, check_vocab, load_corpus, split_windows, spread_windows
+from gptspec.data import BatchSampler, Corpus, check_corpus, load_corpus, split_windows, spread_windows
 from gptspec.optim import AdamWConfig, Schedule
 from gptspec.weights import init_params
 from workloads import Metric, Option, options, prepare_backend
@@ -157,7 +157,7 @@ def train(backend, corpus: Corpus, cfg: TrainConfig, on_step=None) -> dict:
     on_step(step, loss, step_ms) is called after every step (for progress display)."""
     spec = backend.spec
     T = cfg.seq_len or spec.block_size
-    check_vocab(corpus, spec.vocab_size, spec.name)
+    check_corpus(corpus, spec, T)
     backend.load_state(init_params(spec, cfg.seed))
     sampler = BatchSampler(corpus.train, cfg.batch_size, T, seed=cfg.seed)
     schedule = cfg.schedule()
