@@ -1,6 +1,6 @@
-"""HTML reports of a run directory (docs/reports.md): one self-contained offline page with
-status, loss, throughput, MFU, memory, attention, conformance, samples and environment;
-a comparison of two runs; exports of the records as CSV and Parquet.
+"""HTML reports of a run directory (docs/reports.md): one offline page (plotly.js beside it,
+shared by the folder's pages) with status, loss, throughput, MFU, memory, attention,
+conformance, samples and environment; a comparison of two runs; exports of the records as CSV and Parquet.
 
 Needs the `report` extra (pandas, plotly, pyarrow); nothing here is imported by a cell.
 """
@@ -16,6 +16,7 @@ from gptspec.files import write_text_atomic
 def write_report(run_dir, out_path=None, compare=None) -> Path:
     """Write the report of run_dir (with a comparison against run `compare`, its B, first) and
     return its path. Default: RUN_DIR/report.html, or RUN_DIR/compare-<B's name>.html."""
+    from reports.html import write_plotly
     from reports.report import build
 
     run_dir = Path(run_dir)
@@ -25,6 +26,7 @@ def write_report(run_dir, out_path=None, compare=None) -> Path:
     out_path = Path(out_path)
     page = build(run_dir, compare)
     try:  # whole or not at all: a full disk leaves the previous page (or none), never half of one
+        write_plotly(out_path.parent)  # first: a page never names a file that is not there
         write_text_atomic(out_path, page)
     except OSError as e:
         raise GptbenchError(f"cannot write {out_path} ({e.strerror or e}); the run's records are untouched. "
