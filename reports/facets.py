@@ -77,7 +77,8 @@ class Facets:
             else:
                 xaxis.update(title=dict(text=xtitle, font=dict(size=11)), type="log" if log_x else "linear")
             self.layout[f"xaxis{n}"] = xaxis
-            self.layout[f"yaxis{n}"] = dict(domain=[y1 - height, y1], anchor=f"x{n}", type="log" if log_y else "linear",
+            # clamped: three rows' arithmetic ends at -1e-16, which plotly refuses
+            self.layout[f"yaxis{n}"] = dict(domain=[max(0.0, y1 - height), min(1.0, y1)], anchor=f"x{n}", type="log" if log_y else "linear",
                                             title=dict(text=ytitle) if c == 0 else None,
                                             **({} if log_y else {"tickformat": ","}))
             self.annotations.append(dict(text=" · ".join(str(k) for k in key), x=x0 + width / 2, y=y1, xref="paper",

@@ -130,17 +130,40 @@ def _hlines(facets: Facets, key, cells: pd.DataFrame, targets) -> None:
         facets.hline(key, float(floor), f"entropy floor {floor:.4g}", "black")
 
 
+class _Merged:
+    """Traces of one panel gathered per series: each cell's points, a null between cells (a
+    gap in the line), so a figure holds a trace per series and panel, not per cell (seeds
+    and repeats of an implementation share its colour and legend entry)."""
+
+    def __init__(self):
+        self.points: dict[str, dict[str, list]] = {}
+
+    def extend(self, series: str, x: list, y: list, custom: list) -> None:
+        p = self.points.setdefault(series, {"x": [], "y": [], "customdata": []})
+        if p["x"]:
+            p["x"].append(None), p["y"].append(None), p["customdata"].append(None)
+        p["x"] += x
+        p["y"] += y
+        p["customdata"] += custom
+
+    def add_to(self, facets: Facets, key, trace: dict, name_suffix: str = "", legend: bool = True) -> None:
+        for series, p in self.points.items():
+            facets.add(key, series, {**trace, **p})
+            facets.traces[-1].update(name=series + name_suffix, showlegend=facets.traces[-1]["showlegend"] and legend)
+
+
 def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
     """Two figures, a panel per (host, spec): validation loss against training seconds (the
     step times up to each evaluation, as time to target counts them), so the first curve to
     cross the target line is the fastest to it; and the training loss against steps with the
-    validation losses as diamonds. Cells whose validation losses coincide (coinciding) are one
-    curve in the step figure, named by all of them, and the caption says so."""
+    validation losses as diamonds. A colour per series (implementation and dtype: seeds and
+    repeats share it; a cell's id is in its hover). Cells whose validation losses coincide
+    (coinciding) are one curve in the step figure, named by all of them, and the caption says so."""
     if losses.empty:
         return []
     keys = sorted(set(zip(losses.host, losses.spec)))
-    labels = losses.drop_duplicates("cell_id").set_index("cell_id").label
-    colours = colours_for(sorted(set(labels)))
+    cell = losses.drop_duplicates("cell_id").set_index("cell_id")
+    colours = colours_for(sorted(set(cell.series)))
     by_time = Facets(keys, [], "validation loss (nats/token)", xtitle="training seconds", colours=colours)
     by_step = Facets(keys, [], "loss (nats/token)", xtitle="step", colours=colours)
     notes = []
@@ -153,32 +176,35 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
         groups = coinciding(grp)
         first_of = {ids[0]: ids for ids, _ in groups}
         hidden = {c for ids, _ in groups for c in ids[1:]}
+        val_time, train_step, val_step = _Merged(), _Merged(), _Merged()
         for cell_id, c in grp.groupby("cell_id", sort=False):
-            label = labels[cell_id]
+            label, series = cell.label[cell_id], cell.series[cell_id]
             va = c[(c.kind == "val") & c.seconds.notna() & c.loss.notna()]
             if not va.empty:
-                by_time.add(key, label, dict(
-                    type="scatter", x=_clean(va.seconds), y=_clean(va.loss), mode="lines+markers", meta=cell_id,
-                    line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
-                    hovertemplate=f"{label}<br>%{{x:,.3r}} s (step %{{customdata}})<br>validation %{{y:.4f}}"
-                                  f"<extra>{cell_id}</extra>", customdata=va.step.tolist()))
+                val_time.extend(series, _clean(va.seconds), _clean(va.loss), [[label, s] for s in va.step.tolist()])
             if cell_id in hidden:
                 continue
-            name = _alike([labels[i] for i in first_of.get(cell_id, [cell_id])])
-            by_step.colour.setdefault(name, colours[label])
+            members = first_of.get(cell_id, [cell_id])
+            name = _alike([cell.series[i] for i in members]) if len(members) > 1 else series
+            by_step.colour.setdefault(name, colours[series])
             tr = c[c.kind == "train"]
             steps, ys = _thin(tr.step.tolist(), _clean(tr.loss))
-            by_step.add(key, name, dict(type="scatter", x=steps, y=ys, mode="lines", line=dict(width=1.5), meta=cell_id,
-                                        hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}<extra>{cell_id}</extra>"))
+            train_step.extend(name, steps, ys, [_alike([cell.label[i] for i in members])] * len(steps))
             va = c[c.kind == "val"]
             if not va.empty:
-                trace = dict(type="scatter", x=va.step.tolist(), y=_clean(va.loss), mode="markers", meta=cell_id,
-                             marker=dict(size=9, symbol="diamond", line=dict(width=1)),
-                             hovertemplate=f"{name} validation<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>")
-                by_step.add(key, name, trace)
-                by_step.traces[-1].update(name=f"{name} val", showlegend=False)
+                val_step.extend(name, va.step.tolist(), _clean(va.loss), [cell.label[cell_id]] * len(va))
+        val_time.add_to(by_time, key, dict(
+            type="scatter", mode="lines+markers", line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
+            hovertemplate="%{customdata[0]}<br>%{x:,.3r} s (step %{customdata[1]})<br>validation %{y:.4f}"
+                          "<extra></extra>"))
+        train_step.add_to(by_step, key, dict(type="scatter", mode="lines", line=dict(width=1.5),
+                                             hovertemplate="%{customdata}<br>step %{x}<br>loss %{y:.4f}<extra></extra>"))
+        val_step.add_to(by_step, key, dict(type="scatter", mode="markers",
+                                           marker=dict(size=9, symbol="diamond", line=dict(width=1)),
+                                           hovertemplate="%{customdata} validation<br>step %{x}<br>loss %{y:.4f}"
+                                                         "<extra></extra>"), " val", legend=False)
         for ids, spread in groups:
-            notes.append(f"{key[1]} on {key[0]}: " + ", ".join(labels[i] for i in ids) + f": {_agreement(spread)}; "
+            notes.append(f"{key[1]} on {key[0]}: " + ", ".join(cell.label[i] for i in ids) + f": {_agreement(spread)}; "
                          "shown as one curve in the step figure")
     note = _join_notes(notes)
     return [("Validation loss against training seconds (step times summed, evaluation excluded, as time to "

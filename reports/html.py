@@ -12,7 +12,9 @@ one template, plotly_white, is in the block once) and drawn by Plotly.newPlot. N
 fetched from the network: no CDN, no fonts, no images (the browser test runs with the
 network off and fails on any request). When every figure has been drawn the script sets
 `data-rendered` on <body> to their count (the browser test and the load-time measurement
-wait for it); a figure that fails to draw logs a console error.
+wait for it); a figure that fails to draw logs a console error and stops the drawing. Figures
+are drawn one per task from the top (window.gptbenchDrawnMs: when each finished), so the
+page shows and scrolls while a large run's figures are still being drawn.
 """
 
 from __future__ import annotations
@@ -64,10 +66,17 @@ DRAW = """
     return;
   }
   const config = {responsive: true, displaylogo: false};
-  Promise.all(figures.specs.map((spec, i) =>
+  // one figure per task, top of the page first: the browser paints and answers input between
+  // figures, so the headline and the first figures show while a large page draws the rest
+  const drawn = window.gptbenchDrawnMs = [];
+  function draw(i) {
+    if (i === figures.specs.length) { document.body.dataset.rendered = String(i); return; }
+    const spec = figures.specs[i];
     Plotly.newPlot('fig-' + i, spec.data, Object.assign({template: figures.template}, spec.layout), config)
-      .catch(e => { console.error('figure ' + i + ' failed to draw: ' + e); throw e; })
-  )).then(() => { document.body.dataset.rendered = String(figures.specs.length); });
+      .then(() => { drawn.push(Math.round(performance.now())); setTimeout(() => draw(i + 1), 0); },
+            e => console.error('figure ' + i + ' failed to draw: ' + e));
+  }
+  draw(0);
 })();
 """ % {"js": PLOTLY_JS}
 

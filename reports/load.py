@@ -138,9 +138,12 @@ def loss_frame(records: list[dict]) -> pd.DataFrame:
         m = r.get("metrics") or {}
         if r.get("workload") != "train" or not m.get("losses"):
             continue
-        label = cell_label(r) + ("" if r.get("status") == "ok" else f" ({r.get('status')})")
-        base = {"cell_id": r["cell_id"], "host": host_label(r), "spec": _spec_name(r), "label": label,
-                "impl": impl_label(r), "target": num(m.get("target_val_loss"))}
+        status = "" if r.get("status") == "ok" else f" ({r.get('status')})"
+        # series: what shares a colour in the loss figures (seeds and repeats of one implementation)
+        series = " ".join([impl_label(r), r.get("dtype", "float32")] + ([r["device"]] if r.get("device", "cpu") != "cpu"
+                                                                         else []))
+        base = {"cell_id": r["cell_id"], "host": host_label(r), "spec": _spec_name(r), "label": cell_label(r) + status,
+                "series": series + status, "target": num(m.get("target_val_loss"))}
         step_ms = [num(t) for t in m.get("step_ms") or []]
         # elapsed[s]: seconds of the first s steps
         elapsed = np.concatenate([[0.0], np.cumsum(step_ms) / 1e3]) if step_ms else None
@@ -152,7 +155,7 @@ def loss_frame(records: list[dict]) -> pd.DataFrame:
                  for i, v in enumerate(m["losses"])]
         rows += [{**base, "kind": "val", "step": int(s), "loss": num(v), "seconds": at(int(s))}
                  for s, v in m.get("val_losses") or []]
-    return pd.DataFrame(rows, columns=["cell_id", "host", "spec", "label", "impl", "target", "kind", "step", "loss",
+    return pd.DataFrame(rows, columns=["cell_id", "host", "spec", "label", "series", "target", "kind", "step", "loss",
                                        "seconds"])
 
 
