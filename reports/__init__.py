@@ -16,7 +16,7 @@ from gptspec.files import write_text_atomic
 def write_report(run_dir, out_path=None, compare=None) -> Path:
     """Write the report of run_dir (with a comparison against run `compare`, its B, first) and
     return its path. Default: RUN_DIR/report.html, or RUN_DIR/compare-<B's name>.html."""
-    from reports.html import write_plotly
+    from reports.html import PLOTLY_JS, write_plotly
     from reports.report import build
 
     run_dir = Path(run_dir)
@@ -25,10 +25,12 @@ def write_report(run_dir, out_path=None, compare=None) -> Path:
         out_path = run_dir / name
     out_path = Path(out_path)
     page = build(run_dir, compare)
-    try:  # whole or not at all: a full disk leaves the previous page (or none), never half of one
-        write_plotly(out_path.parent)  # first: a page never names a file that is not there
-        write_text_atomic(out_path, page)
-    except OSError as e:
-        raise GptbenchError(f"cannot write {out_path} ({e.strerror or e}); the run's records are untouched. "
-                            f"Free space (or give -o elsewhere), then `gptbench report {run_dir}`.") from None
+    # plotly.js first: a page never names a file that is not there
+    for path, write in ((out_path.parent / PLOTLY_JS, lambda: write_plotly(out_path.parent)),
+                        (out_path, lambda: write_text_atomic(out_path, page))):
+        try:  # whole or not at all: a full disk leaves the previous page (or none), never half of one
+            write()
+        except OSError as e:
+            raise GptbenchError(f"cannot write {path} ({e.strerror or e}); the run's records are untouched. "
+                                f"Free space (or give -o elsewhere), then `gptbench report {run_dir}`.") from None
     return out_path

@@ -27,6 +27,7 @@ HEIGHT = 380
 # caption says so): under a pixel of a loss axis a few nats tall, far under the run-to-run
 # drift of float32 training (backends computing the same function differ by ~0.003 after 400 steps)
 COINCIDE_NATS = 0.005
+MAX_BOX_POINTS = 200
 
 
 def _layout(fig: go.Figure, **kw) -> go.Figure:
@@ -341,7 +342,9 @@ def memory(cells: pd.DataFrame, rank: dict[tuple, int] | None = None) -> list:
     est = ran.dropna(subset=["memory_ratio"])
     if not est.empty:
         colours = qualitative.Plotly
-        boxes = [dict(type="box", x=g.x.tolist(), y=_clean(g.memory_ratio), name=workload, boxpoints="all", jitter=0.4,
+        # every cell a point while they can be told apart; beyond, the boxes and their outliers
+        points = "all" if len(est) <= MAX_BOX_POINTS else "outliers"
+        boxes = [dict(type="box", x=g.x.tolist(), y=_clean(g.memory_ratio), name=workload, boxpoints=points, jitter=0.4,
                       pointpos=0, marker=dict(size=4, color=colours[i % len(colours)]), customdata=g.cell_id.tolist(),
                       hovertemplate="%{x}<br>peak / estimate %{y:.2f}<extra>%{customdata}</extra>")
                  for i, (workload, g) in enumerate(est.groupby("workload", sort=True))]
@@ -354,7 +357,8 @@ def memory(cells: pd.DataFrame, rank: dict[tuple, int] | None = None) -> list:
 
 def attention(att: pd.DataFrame) -> list:
     """TFLOP/s against sequence length, a panel per (host, dtype, pass), a line per provider and
-    head dim; the T axis (log) labelled at the measured lengths."""
+    head dim (several cells of one: the median per T); the T axis (log) labelled at the
+    measured lengths."""
     if att.empty:
         return []
     att = att.assign(series=att.provider.astype(str) + " D=" + att.D.astype(str))
@@ -363,7 +367,7 @@ def attention(att: pd.DataFrame) -> list:
     for key, g in att.groupby(["host", "dtype", "pass"], sort=True):
         facets.x_ticks(key, g["T"].tolist())
         for series, c in g.groupby("series", sort=True):
-            c = c.sort_values("T")
+            c = c.groupby("T", as_index=False).tflops_per_s.median()  # repeats of a cell: their median
             facets.add(key, series, dict(type="scatter", x=c["T"].tolist(), y=_clean(c.tflops_per_s),
                                          mode="lines+markers", line=dict(width=1.5),
                                          hovertemplate=f"{series}<br>T %{{x}}<br>%{{y:.3r}} TFLOP/s<extra></extra>"))
