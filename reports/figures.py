@@ -300,8 +300,8 @@ def throughput(cells: pd.DataFrame, rank: dict[tuple, int] | None = None) -> lis
         gen = gen.dropna(subset=["decode_tokens_per_s"])
         # per-token time quartiles -> tokens/s quartiles (the slow quartile is the low one)
         gen = gen.assign(decode_q1=1e3 / gen.token_ms_q3, decode_q3=1e3 / gen.token_ms_q1)
-        out.append(("Decode throughput (tokens/s per sequence from the median per-token time, prefill "
-                    "excluded; whiskers: quartiles)",
+        out.append(("Decode throughput (tokens/s: the batch over the median per-token time, prefill excluded; "
+                    "whiskers: quartiles)",
                     _facet_bars(gen, "decode_tokens_per_s", "decode_q1", "decode_q3", "tokens/s")))
     return out
 
@@ -350,7 +350,12 @@ def memory(cells: pd.DataFrame, rank: dict[tuple, int] | None = None) -> list:
                  for i, (workload, g) in enumerate(est.groupby("workload", sort=True))]
         fig = go.Figure(data=boxes)
         fig.add_hline(y=1.0, line=dict(color="black", dash="dot"))
-        _layout(fig, boxmode="group", yaxis_title="measured peak / estimate", xaxis=dict(tickangle=-30))
+        best = {}
+        for (host, spec, x, _), r in (rank or {}).items():
+            best[x] = min(best.get(x, r), r)
+        order = sorted(set(est.x), key=lambda x: (x not in best, best.get(x, 0), x))
+        _layout(fig, boxmode="group", yaxis_title="measured peak / estimate",
+                xaxis=dict(tickangle=-30, categoryorder="array", categoryarray=order))
         out.append(("Memory estimate: measured peak RSS / estimate per implementation (1: exact)", fig))
     return out
 
