@@ -28,6 +28,7 @@ HEIGHT = 380
 # drift of float32 training (backends computing the same function differ by ~0.003 after 400 steps)
 COINCIDE_NATS = 0.005
 MAX_BOX_POINTS = 200
+MAX_MARKED_CURVES = 60
 
 
 def _layout(fig: go.Figure, **kw) -> go.Figure:
@@ -167,6 +168,9 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
     colours = colours_for(sorted(set(cell.series)))
     by_time = Facets(keys, [], "validation loss (nats/token)", xtitle="training seconds", colours=colours)
     by_step = Facets(keys, [], "loss (nats/token)", xtitle="step", colours=colours)
+    # each evaluation a diamond while a person can tell them apart; beyond, lines (an SVG node
+    # per point is most of a thousand-cell figure's drawing time)
+    mode = "lines+markers" if len(cell) <= MAX_MARKED_CURVES else "lines"
     notes = []
     for key in keys:
         grp = losses[(losses.host == key[0]) & (losses.spec == key[1])]
@@ -195,7 +199,7 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
             if not va.empty:
                 val_step.extend(name, va.step.tolist(), _clean(va.loss), [cell.label[cell_id]] * len(va))
         val_time.add_to(by_time, key, dict(
-            type="scatter", mode="lines+markers", line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
+            type="scatter", mode=mode, line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
             hovertemplate="%{customdata[0]}<br>%{x:,.3r} s (step %{customdata[1]})<br>validation %{y:.4f}"
                           "<extra></extra>"))
         train_step.add_to(by_step, key, dict(type="scatter", mode="lines", line=dict(width=1.5),
@@ -205,7 +209,9 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
                                            hovertemplate="%{customdata} validation<br>step %{x}<br>loss %{y:.4f}"
                                                          "<extra></extra>"), " val", legend=False)
         for ids, spread in groups:
-            notes.append(f"{key[1]} on {key[0]}: " + ", ".join(cell.label[i] for i in ids) + f": {_agreement(spread)}; "
+            names = [cell.label[i] for i in ids]
+            names = names if len(names) <= 6 else names[:5] + [f"{len(names) - 5} more cells"]
+            notes.append(f"{key[1]} on {key[0]}: " + ", ".join(names) + f": {_agreement(spread)}; "
                          "shown as one curve in the step figure")
     note = _join_notes(notes)
     return [("Validation loss against training seconds (step times summed, evaluation excluded, as time to "
