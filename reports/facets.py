@@ -29,13 +29,13 @@ MANTISSAS = ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
-    """Round values (1-2-5 and the like) spanning [lo, hi] on a log axis: the finest set with
-    no more than max_ticks, but at least 3 where the range allows."""
+    """Round values spanning [lo, hi] on a log axis: the coarsest of MANTISSAS' sets that gives
+    more than max_ticks/2 ticks (and at least 3), else the finest with at most max_ticks."""
     if not (lo > 0 and hi >= lo):
         return []
     best: list[float] = []
     for mantissas in MANTISSAS:
-        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        ticks = [float(f"{m * 10.0 ** e:.6g}") for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
                  for m in mantissas if lo / 1.05 <= m * 10.0 ** e <= hi * 1.05]
         if len(ticks) > max_ticks and best:
             break
@@ -78,7 +78,8 @@ class Facets:
                 xaxis.update(title=dict(text=xtitle, font=dict(size=11)), type="log" if log_x else "linear")
             self.layout[f"xaxis{n}"] = xaxis
             # clamped: three rows' arithmetic ends at -1e-16, which plotly refuses
-            self.layout[f"yaxis{n}"] = dict(domain=[max(0.0, y1 - height), min(1.0, y1)], anchor=f"x{n}", type="log" if log_y else "linear",
+            self.layout[f"yaxis{n}"] = dict(domain=[max(0.0, y1 - height), min(1.0, y1)], anchor=f"x{n}",
+                                            type="log" if log_y else "linear",
                                             title=dict(text=ytitle) if c == 0 else None,
                                             **({} if log_y else {"tickformat": ","}))
             self.annotations.append(dict(text=" · ".join(str(k) for k in key), x=x0 + width / 2, y=y1, xref="paper",

@@ -13,7 +13,6 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from reports import fmt
 from reports.facets import Facets, colours_for
 from reports.load import STATUS_ORDER, STATUS_RANK, worst_status
 

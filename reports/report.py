@@ -33,8 +33,9 @@ def _spread(median: str, q1: str, q3: str, fmt_fn) -> callable:
 
 
 def _backend(row) -> str:
-    return row["impl"] + ("" if row.get("device") in (None, "cpu") or row.get("device") != row.get("device")
-                          else f" ({row['device']})")
+    """The implementation, and its device when not the CPU (as the figures' bars name it)."""
+    device = row.get("device")
+    return row["impl"] + (f" ({device})" if isinstance(device, str) and device != "cpu" else "")
 
 
 IDENTITY = [("host", "host", False), ("backend", _backend, False), ("spec", "spec", False), ("dtype", "dtype", False)]
@@ -115,8 +116,8 @@ def _status(page: Page, run: Run) -> None:
     # a long list is folded so that a large run's figures stay one click away
     opened = " open" if len(bad) <= OPEN_FAILURES else ""
     parts.append(f"<details{opened}><summary><b>Cells that are not ok ({len(bad)})</b></summary>"
-                 + table(bad[cols].sort_values(["status", "host", "workload", "backend"]).rename(columns={"cell_id": "cell"}),
-                         pre=("traceback",))
+                 + table(bad[cols].sort_values(["status", "host", "workload", "backend"])
+                         .rename(columns={"cell_id": "cell"}), pre=("traceback",))
                  + "</details>")
 
 

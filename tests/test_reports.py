@@ -21,6 +21,7 @@ from reports.compare import compare_runs
 from reports.export import records_table
 from reports.headline import RULE, headline
 from reports import fmt
+from reports.facets import log_ticks
 from reports.html import PLOTLY_JS, Page, esc, table
 from reports.load import cells_frame, frameworks_used, host_label, hosts_table, impl_label, load_run, loss_frame
 from reports.report import _headline
@@ -328,6 +329,8 @@ def test_numbers_have_one_format_per_unit():
         ["3,010", "1,024", "3,000", "1.5", "3.0e-02"]
     assert fmt.spread(100.0, 90.0, 110.0) == "100 [90.0-110]"
     assert {fmt.rate(None), fmt.rate(float("nan")), fmt.pct("nan"), fmt.spread(None, 1, 2)} == {""}
+    # a log axis of 50 MB to 3 GB: round values, 1-2-5 per decade
+    assert log_ticks(50, 3000) == [50, 100, 200, 500, 1000, 2000] and log_ticks(0.3, 1.4) == [0.3, 0.5, 0.7, 1]
 
 
 def test_environment_lists_every_framework_a_cell_imported(records, page):
