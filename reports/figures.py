@@ -169,7 +169,8 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
     by_step = Facets(keys, [], "loss (nats/token)", xtitle="step", colours=colours)
     # each evaluation a diamond while a person can tell them apart; beyond, lines (an SVG node
     # per point is most of a thousand-cell figure's drawing time)
-    mode = "lines+markers" if len(cell) <= MAX_MARKED_CURVES else "lines"
+    marked = len(cell) <= MAX_MARKED_CURVES  # beyond, validation shows in the seconds figure only
+    mode = "lines+markers" if marked else "lines"
     notes = []
     for key in keys:
         grp = losses[(losses.host == key[0]) & (losses.spec == key[1])]
@@ -195,7 +196,7 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
             steps, ys = _thin(tr.step.tolist(), _clean(tr.loss))
             train_step.extend(name, steps, ys, [_alike([cell.label[i] for i in members])] * len(steps))
             va = c[c.kind == "val"]
-            if not va.empty:
+            if marked and not va.empty:
                 val_step.extend(name, va.step.tolist(), _clean(va.loss), [cell.label[cell_id]] * len(va))
         val_time.add_to(by_time, key, dict(
             type="scatter", mode=mode, line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
@@ -215,7 +216,7 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
     note = _join_notes(notes)
     return [("Validation loss against training seconds (step times summed, evaluation excluded, as time to "
              "target counts them; dashed red: the target)", by_time.figure(), note),
-            ("Training loss against step (diamonds: validation)", by_step.figure(), note)]
+            ("Training loss against step" + (" (diamonds: validation)" if marked else ""), by_step.figure(), note)]
 
 
 def _join_notes(notes: list[str], most: int = 4) -> str:

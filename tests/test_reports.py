@@ -121,6 +121,7 @@ def test_coinciding_curves_are_one_curve_and_the_caption_says_so(page, records):
     line = _trace(fig, "numpy float32 = numpy float64")
     assert line["y"] == pytest.approx(records[("train", "numpy", "float32", "cpu", "ok")]["metrics"]["losses"])
     assert not [t for t in fig["data"] if t["name"] in ("numpy float32", "numpy float64")]
+    assert _trace(fig, "numpy float32 = numpy float64 val")["mode"] == "markers"  # a few cells: diamonds
     caption = re.search(r'data-title="Training loss against step[^"]*"></div>', page) and \
         re.findall(r"<figcaption>Training loss against step.*?</figcaption>", page)[0]
     assert "numpy float32, numpy float64: " in caption and "shown as one curve in the step figure" in caption
@@ -224,6 +225,11 @@ def test_a_thousand_cells_pool_into_one_bar_per_panel_implementation_and_dtype()
             assert t["error_y"]["array"][t["x"].index(x)] == pytest.approx(pooled.tokens_per_s_q3.max() - y)
             bars += 1
     assert bars == len(train.groupby(["host", "spec", "impl", "dtype"]))
+    # hundreds of curves: lines without a marker per evaluation, validation in the seconds figure only
+    made = figures.loss_curves(loss_frame(recs), cells)
+    assert made[1][0] == "Training loss against step"
+    assert not [t for t in _figure(made, "Training loss")["data"] if t["name"].endswith(" val")]
+    assert {t["mode"] for t in _figure(made, "Validation loss")["data"]} == {"lines"}
     fig = _figure(figures.memory(cells), "Peak memory")
     for i in range(len(keys)):  # log axes labelled at round values written in full, never "3, 2, 9 8 7"
         axis = fig["layout"][f"yaxis{i + 1 if i else ''}"]
