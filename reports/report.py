@@ -19,8 +19,12 @@ OPEN_FAILURES = 30  # more non-ok cells than this: their table starts folded
 def _titled(df: pd.DataFrame, columns: list[tuple]) -> str:
     """df as a person reads it: columns (title, column or row -> text, numeric) in this order,
     numbers written by reports.fmt (one format per unit) and right-aligned."""
-    shown = pd.DataFrame({title: (df[get] if isinstance(get, str) else df.apply(get, axis=1)) if len(df) else []
-                          for title, get, _ in columns})
+    def column(get):
+        if isinstance(get, str):  # a column the frame may lack (an older record): empty cells
+            return df[get] if get in df else pd.Series("", index=df.index)
+        return df.apply(get, axis=1)
+
+    shown = pd.DataFrame({title: column(get) if len(df) else [] for title, get, _ in columns})
     return table(shown, numeric=tuple(title for title, _, numeric in columns if numeric))
 
 
