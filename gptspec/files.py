@@ -11,6 +11,15 @@ import os
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """$GPTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/gptbench, else ~/.cache/gptbench: this
+    host's calibration and shared pretrained weights."""
+    if os.environ.get("GPTBENCH_CACHE_DIR"):
+        return Path(os.environ["GPTBENCH_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gptbench"
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """A temporary path beside `path` to write the whole file to (by any library's own

@@ -1,29 +1,35 @@
-"""Run B against run A: every metric of every cell both ran, as the ratio B/A.
+"""Run B against run A: every metric of every experiment both ran, as the ratio B/A with an
+interval, flagged only when the change is beyond the run-to-run noise (docs/reports.md).
 
-Cells are matched by identity without the code version (reports.load.cell_key), so the
-same matrix run on other code lines up. The metrics are those each workload declares with
-compare=True (workloads.<name>.METRICS), the peak RSS of every cell, and attention's time per
-(T, D, pass) row. A metric is a median over samples (training steps, generated tokens,
-attention repeats) with its interquartile interval [q1, q3], or a value measured once.
+Cells are matched by identity without the code version (reports.load.cell_key), and the
+repeats of one experiment (cells that differ only by their `repeat` option) are pooled:
+each repeat gives one value of each metric (its median tokens/s, its time to target). The
+metrics are those each workload declares with compare=True (workloads.<name>.METRICS; a rate
+and its reciprocal are one metric, so only one of them is declared), the peak RSS of every
+cell, and attention's time per (T, D, pass) row.
 
-The noise rule: a ratio is **flagged** only when the two runs' interquartile intervals do
-not overlap, i.e. the middle halves of the two sets of samples are disjoint. The ratio's
-own interval [B.q1/A.q3, B.q3/A.q1] is shown with it. Metrics measured once (peak
-memory, time to first token, final validation loss) have no measured noise: they are
-shown, never flagged. Attention records keep only the median and the IQR, so their
-interval is median +- IQR/2.
+The test (reports/stats.py ratio): the ratio of the two runs' medians over repeats, with a
+bootstrap interval resampling both runs' repeats; **flagged** when the whole interval lies
+beyond 1 +- MIN_EFFECT (5%). A side with one repeat has no measured run-to-run noise: its
+ratio is shown, never flagged. A comparison where a cell of either run was measured under
+contention (suite/machine.py) is not flagged unless include_contended: the difference may
+be the other load's.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
 import workloads
+from reports import stats
 from reports.load import Run
 
-COLUMNS = ["what", "metric", "a", "a_low", "a_high", "b", "b_low", "b_high", "ratio", "ratio_low", "ratio_high",
-           "flagged", "host_a", "host_b"]
+COLUMNS = ["workload", "backend", "spec", "dtype", "device", "host_a", "host_b", "what", "metric", "unit",
+           "a", "b", "repeats_a", "repeats_b", "ratio", "low", "high", "flagged", "contended", "note"]
+CHANGE_COLUMNS = ["what", "status_a", "status_b", "reason_b"]
 
 # every cell's, whatever its workload: the runner measures it (a cells-table column of reports/load.py)
 RECORD_METRICS = (workloads.Metric("peak_rss_mb", "MB", "the child's peak resident memory", compare=True),)
@@ -34,41 +40,52 @@ def _shown_metrics(workload) -> tuple[workloads.Metric, ...]:
     return tuple(m for m in workloads.metrics(workload) if m.compare) + RECORD_METRICS
 
 
-def _row(what, metric, a, b, host_a, host_b) -> dict:
-    """a, b: (median, q1, q3); q1/q3 NaN when the metric has no measured spread."""
-    (am, al, ah), (bm, bl, bh) = a, b
-    spread = all(np.isfinite(v) for v in (al, ah, bl, bh))
-    flagged = bool(spread and (bh < al or bl > ah))  # the interquartile intervals are disjoint
-    ratio = bm / am if am else np.nan
-    lo, hi = (bl / ah, bh / al) if spread and al > 0 and ah > 0 else (ratio, ratio)
-    return dict(what=what, metric=metric, a=am, a_low=al, a_high=ah, b=bm, b_low=bl, b_high=bh, ratio=ratio,
-                ratio_low=lo, ratio_high=hi, flagged=flagged, host_a=host_a, host_b=host_b)
-
-
 def _what(c) -> str:
     # c["dtype"], not c.dtype: on a pandas row that is the row's own dtype
     return f"{c['workload']} {c['backend']} {c['spec']} {c['dtype']} {c['device']}" + \
         (f" seed {c['seed']}" if c["seed"] else "")
 
 
-def compare_runs(a: Run, b: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics, status changes). metrics: one row per (cell both ran ok, metric) in COLUMNS;
-    status changes: cells in one run only, or whose status differs."""
-    ca, cb = a.cells.set_index("key"), b.cells.set_index("key")
-    shown = {w: _shown_metrics(w) for w in set(ca.workload)}
+def _row(first, what: str, metric: str, unit: str, a_values, b_values, contended: bool, host_a, host_b,
+         include_contended: bool) -> dict:
+    r = stats.ratio(a_values, b_values)
+    a, b = stats.finite(a_values), stats.finite(b_values)
+    note = r.note
+    flagged = r.changed
+    if flagged and contended and not include_contended:
+        flagged, note = False, "measured under contention: not called (--include-contended calls it)"
+    return dict(workload=first["workload"], backend=first["backend"], spec=first["spec"], dtype=first["dtype"],
+                device=first["device"], host_a=host_a, host_b=host_b, what=what, metric=metric, unit=unit,
+                a=float(np.median(a)) if a.size else None, b=float(np.median(b)) if b.size else None,
+                repeats_a=int(a.size), repeats_b=int(b.size), ratio=r.ratio, low=r.low, high=r.high,
+                flagged=bool(flagged), contended=bool(contended), note=note)
+
+
+def _contended(*frames) -> bool:
+    return any(bool(v) for f in frames for v in f["contended"] if v is not None and v == v)
+
+
+def compare_runs(a: Run, b: Run, include_contended: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, status changes). metrics: one row per (experiment both ran ok, metric) in
+    COLUMNS; status changes: cells in one run only, or whose status differs."""
     rows = []
-    for key in ca.index.intersection(cb.index):
-        x, y = ca.loc[key], cb.loc[key]
-        if x.status != "ok" or y.status != "ok":
-            continue
-        for metric in shown[x.workload]:
-            med, spread = metric.column, metric.spread
-            if med not in x or not np.isfinite(x[med]) or not np.isfinite(y[med]):
+    ok_a, ok_b = a.cells[a.cells.status == "ok"], b.cells[b.cells.status == "ok"]
+    ga, gb = dict(tuple(ok_a.groupby("group", sort=True))), dict(tuple(ok_b.groupby("group", sort=True)))
+    for group in sorted(set(ga) & set(gb)):
+        x, y = ga[group], gb[group]
+        first = x.iloc[0]
+        contended = _contended(x, y)
+        for metric in _shown_metrics(first["workload"]):
+            col = metric.column
+            if col not in x or col not in y:
                 continue
-            get = (lambda c: (c[med], c[spread[0]], c[spread[1]])) if spread else (lambda c: (c[med], np.nan, np.nan))
-            rows.append(_row(_what(x), metric.name, get(x), get(y), x.host, y.host))
-    rows += _attention_rows(a, b)
+            if not (np.isfinite(x[col].astype(float)).any() and np.isfinite(y[col].astype(float)).any()):
+                continue
+            rows.append(_row(first, _what(first), metric.name, metric.unit, x[col].tolist(), y[col].tolist(),
+                             contended, first["host"], y.iloc[0]["host"], include_contended))
+    rows += _attention_rows(a, b, include_contended)
     metrics = pd.DataFrame(rows, columns=COLUMNS)
+    ca, cb = a.cells.set_index("key"), b.cells.set_index("key")
     changes = []
     for key in ca.index.union(cb.index):
         sa = ca.loc[key].status if key in ca.index else "absent"
@@ -77,20 +94,71 @@ def compare_runs(a: Run, b: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
             c = ca.loc[key] if key in ca.index else cb.loc[key]
             changes.append({"what": _what(c), "status_a": sa, "status_b": sb,
                             "reason_b": cb.loc[key].reason if key in cb.index else None})
-    return metrics, pd.DataFrame(changes, columns=["what", "status_a", "status_b", "reason_b"])
+    return metrics, pd.DataFrame(changes, columns=CHANGE_COLUMNS)
 
 
-def _attention_rows(a: Run, b: Run) -> list[dict]:
+def _attention_rows(a: Run, b: Run, include_contended: bool) -> list[dict]:
+    """One row per (experiment, provider, T, D, pass): each repeat's median time."""
     if a.attention.empty or b.attention.empty:
         return []
-    on = ["key", "T", "D", "pass"]
-    both = a.attention.merge(b.attention, on=on, suffixes=("_a", "_b"))
+    on = ["group", "provider", "T", "D", "pass"]
+    ga = dict(tuple(a.attention.groupby(on, sort=True)))
+    gb = dict(tuple(b.attention.groupby(on, sort=True)))
     rows = []
-    for d in both.to_dict("records"):  # not itertuples: it renames the column "pass"
-        def stats(side):
-            med, iqr = d[f"ms_median_{side}"], d[f"ms_iqr_{side}"]
-            return med, med - iqr / 2, med + iqr / 2
-
-        what = f"attention {d['provider_a']} {d['dtype_a']} {d['device_a']} T={d['T']} D={d['D']} {d['pass']}"
-        rows.append(_row(what, "attention_ms", stats("a"), stats("b"), d["host_a"], d["host_b"]))
+    for k in sorted(set(ga) & set(gb), key=str):
+        x, y = ga[k], gb[k]
+        first = x.iloc[0]
+        _, provider, T, D, kind = k
+        head = {"workload": "attention", "backend": provider, "spec": f"T={T} D={D}", "dtype": first["dtype"],
+                "device": first["device"]}
+        what = f"attention {provider} {first['dtype']} {first['device']} T={T} D={D} {kind}"
+        rows.append(_row(head, what, "attention_ms", "ms", x["ms_median"].tolist(), y["ms_median"].tolist(),
+                         _contended(x, y), first["host"], y.iloc[0]["host"], include_contended))
     return rows
+
+
+def effect(row) -> float:
+    """How large a change is, either way: |log ratio| (0 for no ratio)."""
+    r = row["ratio"]
+    return abs(math.log(r)) if r and r > 0 and math.isfinite(r) else 0.0
+
+
+def summary_lines(metrics: pd.DataFrame, changes: pd.DataFrame, most: int = 15) -> list[str]:
+    """What the terminal prints: the counts, then the flagged changes sorted by effect size,
+    then the largest unflagged ratios, then the status changes."""
+    n_flag = int(metrics.flagged.sum()) if not metrics.empty else 0
+    lines = [f"compare: {len(metrics)} metrics, {n_flag} flagged (95% interval of B/A beyond "
+             f"1 +- {stats.MIN_EFFECT:.0%}), {len(changes)} status changes"]
+    if metrics.empty:
+        return lines
+    ranked = metrics.assign(_effect=metrics.apply(effect, axis=1)).sort_values(
+        ["flagged", "_effect"], ascending=[False, False])
+    for _, r in ranked.head(most).iterrows():
+        interval = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None and r["low"] == r["low"] else \
+            "(no interval)"
+        mark = "CHANGED" if r["flagged"] else "       "
+        ratio = "n/a" if r["ratio"] is None or r["ratio"] != r["ratio"] else f"{r['ratio']:.3f}"
+        lines.append(f"  {mark} {r['host_a']} · {r['what']} · {r['metric']}: B/A {ratio} {interval}"
+                     f" (repeats {r['repeats_a']}/{r['repeats_b']})" + (f" — {r['note']}" if r["note"] else ""))
+    if len(metrics) > most:
+        lines.append(f"  ... {len(metrics) - most} more in the report")
+    for _, c in changes.iterrows():
+        lines.append(f"  STATUS  {c['what']}: {c['status_a']} -> {c['status_b']}")
+    return lines
+
+
+def to_json(metrics: pd.DataFrame) -> list[dict]:
+    """The machine-readable verdict of `gptbench report A --compare B --json FILE`: one object
+    per compared metric (docs/reports.md)."""
+    out = []
+    for r in metrics.to_dict("records"):
+        def num(v):
+            return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+        out.append({"cell": {k: r[k] for k in ("workload", "backend", "spec", "dtype", "device")} |
+                    {"host": r["host_a"], "host_b": r["host_b"]},
+                    "what": r["what"], "metric": r["metric"], "unit": r["unit"], "a": num(r["a"]), "b": num(r["b"]),
+                    "repeats_a": r["repeats_a"], "repeats_b": r["repeats_b"], "ratio": num(r["ratio"]),
+                    "low": num(r["low"]), "high": num(r["high"]), "flagged": r["flagged"],
+                    "contended": r["contended"], "note": r["note"] or None})
+    return out

@@ -425,18 +425,20 @@ def frontier(probes: pd.DataFrame) -> list:
 
 
 def comparison(table: pd.DataFrame) -> list:
-    """Ratio B/A per metric with its interval from both runs' spreads; flagged ones in red."""
+    """Ratio B/A per metric with its 95% interval over both runs' repeats (reports/stats.py);
+    flagged ones in red, rows named by host; the axis on top, where the eye starts."""
     if table.empty:
         return []
     t = table.reset_index(drop=True)
-    y = (t.what + " · " + t.metric).tolist()
+    y = (t.host_a + " · " + t.what + " · " + t.metric).tolist()
+    low, high = t.low.astype(float).fillna(t.ratio.astype(float)), t.high.astype(float).fillna(t.ratio.astype(float))
     fig = go.Figure(go.Scatter(
         x=_clean(t.ratio), y=y, mode="markers",
         marker=dict(color=["#d62728" if f else "#7f7f7f" for f in t.flagged], size=9),
-        error_x=dict(type="data", symmetric=False, array=_clean(t.ratio_high - t.ratio),
-                     arrayminus=_clean(t.ratio - t.ratio_low)),
+        error_x=dict(type="data", symmetric=False, array=_clean(high - t.ratio), arrayminus=_clean(t.ratio - low)),
         hovertemplate="%{y}<br>B/A %{x:.3f}<extra></extra>"))
     fig.add_vline(x=1.0, line=dict(color="black", dash="dot"))
-    _layout(fig, xaxis=dict(title="B / A", type="log"), height=max(HEIGHT, 60 + 22 * len(t)),
-            yaxis=dict(autorange="reversed", tickfont=dict(size=9)), margin=dict(l=420, r=20, t=40, b=50))
-    return [("Run B / run A per metric (bars: from both runs' quartiles; red: beyond the noise)", fig)]
+    _layout(fig, xaxis=dict(title="B / A", type="log", side="top"), height=max(HEIGHT, 80 + 22 * len(t)),
+            yaxis=dict(autorange="reversed", tickfont=dict(size=9)), margin=dict(l=460, r=20, t=70, b=30))
+    return [("Run B / run A per metric (bars: 95% interval over both runs' repeats, none with one repeat; red: "
+             "flagged, beyond 1 +- 5%)", fig)]

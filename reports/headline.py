@@ -3,13 +3,19 @@ target fastest, at what speed and memory, and whether the run proved it computes
 function as the reference. The report opens with it, `gptbench run` prints it, and `gptbench
 report --headline-md` writes it as Markdown (docs/results/ and the README hold it verbatim).
 
-One row per (host, backend, device, spec, dtype) of the run's train cells; several cells of a
-row (seeds, repeats) are pooled: medians of their times, tokens/s and MFU, the largest peak.
+One row per (host, backend, device, spec, dtype, options) of the run's train cells; the cells
+of a row (its repeats, seeds) are pooled: each cell gives one value of each figure, and the
+row's figure is their median with a 95% interval (reports/stats.py: the percentile bootstrap
+over the cells; [min, max] below 6 repeats; none with one), the largest peak.
 
 The ranking rule: a row is **ranked** only when a conformance cell or a gate of the same
 backend, device and dtype passed on that host in this run, and none failed. Ranked rows of a
-(host, spec) are ordered by time to target; where no ranked row reached the target, by
-training tokens/s. Everything else is shown, unranked, with the reason.
+(host, spec) are compared by time to target; where no ranked row reached the target, by
+training tokens/s. A row's rank is 1 + the number of rows told apart from it and better
+(stats.told_apart: disjoint intervals, medians more than 5% apart); rows that cannot be told
+apart share a rank (`1=`) and name each other (`tied_with`); a row of one repeat has no
+interval and is told apart from nothing. Everything else is shown, unranked, with the reason.
+A row with a cell measured under contention (suite/machine.py) says so.
 """
 
 from __future__ import annotations
@@ -19,18 +25,25 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from reports import stats
 from reports.load import host_label, impl_label, worst_status
 
 RULE = ("Ranked within each host and spec by time to target (by training tokens/s where no ranked row reached "
         "it), and only where a conformance cell or gate of the same backend, device and dtype passed on that host "
-        "in this run; the rest is shown unranked.")
+        "in this run; the rest is shown unranked. Figures are medians over repeats with a 95% interval (the "
+        "bootstrap over repeats; [min-max] below 6 repeats); rows whose intervals overlap, or whose medians are "
+        "within 5%, cannot be told apart and share a rank (1=).")
 # the raw table (rows); TEXT_COLUMNS is what a person reads (text())
-COLUMNS = ["host", "backend", "label", "device", "spec", "dtype", "options", "cells", "status", "conformance",
-           "conformance_detail", "target_val_loss", "target_reached", "time_to_target_s", "steps_to_target",
-           "steps_trained", "best_val_loss", "compile_s", "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "mfu",
-           "peak_mb", "budget_mb", "memory", "ranked", "rank", "rank_by", "unranked_because"]
-TEXT_COLUMNS = ["host", "backend", "spec", "dtype", "conformance", "target", "time to target",
-                "tokens/s (median [q1-q3])", "MFU", "peak / budget", "rank"]
+COLUMNS = ["host", "backend", "label", "device", "spec", "dtype", "options", "cells", "repeats", "status",
+           "conformance", "conformance_detail", "target_val_loss", "target_reached", "time_to_target_s",
+           "time_to_target_low", "time_to_target_high", "steps_to_target", "steps_trained", "best_val_loss",
+           "compile_s", "compile_source", "tokens_per_s", "tokens_per_s_low", "tokens_per_s_high", "mfu", "mfu_low",
+           "mfu_high", "peak_mb", "budget_mb", "memory", "contended", "ranked", "rank", "tied_with", "rank_by",
+           "unranked_because"]
+TEXT_COLUMNS = ["host", "backend", "spec", "dtype", "conformance", "target", "time to target [95% interval]",
+                "tokens/s [95% interval]", "MFU", "peak / budget", "repeats", "rank"]
+# the share of the time to target below which its compilation is not spelled out in the text
+COMPILE_SHOWN_FROM = 0.02
 
 
 @dataclass
@@ -43,7 +56,7 @@ class Headline:
 
     def text(self) -> pd.DataFrame:
         """The table as a person reads it: TEXT_COLUMNS, every cell a string."""
-        return pd.DataFrame([_text_row(r) for r in self.rows], columns=TEXT_COLUMNS)
+        return pd.DataFrame([_text_row(r, self.rows) for r in self.rows], columns=TEXT_COLUMNS)
 
     def markdown(self) -> str:
         t = self.text()
@@ -111,6 +124,11 @@ def _reached(m: dict) -> bool:
     return bool(m.get("target_reached", m.get("steps_to_target") is not None))
 
 
+def _estimates(values) -> tuple:
+    e = stats.estimate(values)
+    return e.median, e.low, e.high
+
+
 def _row(key: tuple, cells: list[dict], proof: tuple[str, str] | None) -> dict:
     host, backend, device, spec, dtype = key
     ok = [r for r in cells if r.get("status") == "ok"]
@@ -122,26 +140,31 @@ def _row(key: tuple, cells: list[dict], proof: tuple[str, str] | None) -> dict:
     gpu = device not in (None, "cpu")
     peaks = [r.get("gpu_peak_allocated_mb" if gpu else "peak_rss_mb") for r in cells]
     status, detail = proof or ("none", "")
+    ttt = _estimates(m.get("time_to_target_s") for m in metrics) if reached else (None, None, None)
+    tps, mfu = _estimates(m.get("tokens_per_s") for m in metrics), _estimates(m.get("mfu") for m in metrics)
+    sources = {m.get("compile_source") for m in metrics if m.get("compile_source")}
     return {
         "host": host, "backend": backend, "label": next((impl_label(r) for r in ok), impl_label(cells[0])),
-        "device": device, "spec": spec, "dtype": dtype, "cells": len(cells),
+        "device": device, "spec": spec, "dtype": dtype, "cells": len(cells), "repeats": len(metrics),
         "status": worst_status(r.get("status") for r in cells),
         "conformance": status, "conformance_detail": detail,
         "target_val_loss": with_target[0]["target_val_loss"] if with_target else None,
         "target_reached": reached if with_target else None,
-        "time_to_target_s": _median(m.get("time_to_target_s") for m in metrics) if reached else None,
+        "time_to_target_s": ttt[0], "time_to_target_low": ttt[1], "time_to_target_high": ttt[2],
         "steps_to_target": _median(m.get("steps_to_target") for m in metrics) if reached else None,
         "steps_trained": max(_numbers(m.get("steps_trained", len(m.get("losses") or [])) for m in every),
                              default=None),
         "best_val_loss": min(_numbers(m.get("best_val_loss") for m in every), default=None),
         "compile_s": _median(_compile_in_steps(m) for m in metrics),
-        **{k: _median(m.get(k) for m in metrics) for k in ("tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3",
-                                                           "mfu")},
+        "compile_source": sources.pop() if len(sources) == 1 else None,
+        "tokens_per_s": tps[0], "tokens_per_s_low": tps[1], "tokens_per_s_high": tps[2],
+        "mfu": mfu[0], "mfu_low": mfu[1], "mfu_high": mfu[2],
         "peak_mb": max(_numbers(peaks), default=None),
         "budget_mb": next((b for r in cells if (b := r.get("gpu_budget_mb" if gpu else "budget_mb")) is not None),
                           None),
         "memory": "GPU" if gpu else "RAM",
-        "ranked": False, "rank": None, "rank_by": None, "unranked_because": None,
+        "contended": any(r.get("contended") is True for r in cells),
+        "ranked": False, "rank": None, "tied_with": [], "rank_by": None, "unranked_because": None,
     }
 
 
@@ -157,22 +180,34 @@ def _why_unranked(row: dict) -> str | None:
     return f"conformance cell {row['conformance']}"
 
 
+def _estimate(r: dict, by: str) -> stats.Estimate:
+    """The row's figure that ranks it, as an estimate (lower is better for time: negated
+    tokens/s would flip the interval, so the caller says which way is better)."""
+    col = "time_to_target" if by == "time to target" else "tokens_per_s"
+    med = r[col + "_s"] if col == "time_to_target" else r[col]
+    return stats.Estimate(med, r[col + "_low"], r[col + "_high"], r["repeats"])
+
+
 def _rank(rows: list[dict]) -> None:
-    """Rank the rows of one (host, spec) in place."""
+    """Rank the rows of one (host, spec) in place (module doc: ties share a rank)."""
     for r in rows:
         r["unranked_because"] = _why_unranked(r)
     eligible = [r for r in rows if r["unranked_because"] is None]
-    reached = sorted((r for r in eligible if r["target_reached"]), key=lambda r: r["time_to_target_s"])
+    reached = [r for r in eligible if r["target_reached"]]
     if reached:
         order, by = reached, "time to target"
         for r in eligible:
             if not r["target_reached"]:
                 r["unranked_because"] = "target not reached"
     else:
-        order = sorted((r for r in eligible if r["tokens_per_s"] is not None), key=lambda r: -r["tokens_per_s"])
-        by = "tokens/s"
-    for i, r in enumerate(order, 1):
-        r.update(ranked=True, rank=i, rank_by=by)
+        order, by = [r for r in eligible if r["tokens_per_s"] is not None], "tokens/s"
+    better = (lambda x, y: x.median < y.median) if by == "time to target" else (lambda x, y: x.median > y.median)
+    est = {id(r): _estimate(r, by) for r in order}
+    for r in order:
+        mine = est[id(r)]
+        apart = {id(o) for o in order if o is not r and stats.told_apart(est[id(o)], mine)}
+        r.update(ranked=True, rank_by=by, rank=1 + sum(1 for o in order if id(o) in apart and better(est[id(o)], mine)),
+                 tied_with=[_name(o) for o in order if o is not r and id(o) not in apart])
 
 
 def _options(r: dict) -> str:
@@ -202,8 +237,9 @@ def headline(records: list[dict]) -> Headline:
         by_task.setdefault((r["host"], r["spec"]), []).append(r)
     for task in by_task.values():
         _rank(task)
-    rows.sort(key=lambda r: (r["host"], r["spec"], r["rank"] is None, r["rank"] or 0, r["label"], r["dtype"],
-                             r["options"]))
+    rows.sort(key=lambda r: (r["host"], r["spec"], r["rank"] is None, r["rank"] or 0,
+                             (r["time_to_target_s"] if r["rank_by"] == "time to target" else -(r["tokens_per_s"] or 0))
+                             if r["ranked"] else 0, r["label"], r["dtype"], r["options"]))
     sentences = [_sentence(host, [(spec, t) for (h, spec), t in sorted(by_task.items()) if h == host])
                  for host in sorted({h for h, _ in by_task})]
     return Headline(rows, sentences)
@@ -222,14 +258,36 @@ def _reference(rows: list[dict], like: dict) -> dict | None:
         next((r for r in numpy if r["dtype"] == "float32"), None) or (numpy[0] if numpy else None)
 
 
+def _interval(r: dict, col: str, fmt: str, unit: str = "") -> str:
+    """'12.5 s [11.9-13.1]', or '12.5 s (one repeat: no interval)'."""
+    med = r[col + ("_s" if col == "time_to_target" else "")]
+    low, high = r[col + "_low"], r[col + "_high"]
+    text = format(med, fmt) + unit
+    if low is None:
+        return text + (" (one repeat: no interval)" if r["repeats"] == 1 else "")
+    return text + f" [{format(low, fmt)}-{format(high, fmt)}]"
+
+
+def _tie(first: dict, rows: list[dict]) -> str:
+    tied = [o for o in rows if o is not first and o["ranked"] and _name(o) in first["tied_with"]]
+    if not tied:
+        return ""
+    why = "one repeat: no interval to tell them apart" if min(o["repeats"] for o in [first, *tied]) < 2 else \
+        "their intervals overlap or are within 5%"
+    return f", tied with {', '.join(_name(o) for o in tied)} ({why})"
+
+
 def _clause(spec: str, rows: list[dict]) -> str:
-    first = next((r for r in rows if r["rank"] == 1), None)
-    if first is None:
+    firsts = sorted((r for r in rows if r["rank"] == 1),
+                    key=lambda r: r["time_to_target_s"] if r["rank_by"] == "time to target" else -r["tokens_per_s"])
+    if not firsts:
         return f"nothing on {spec} is ranked (no row ended ok with a passing conformance cell in this run)"
+    first = firsts[0]
     ref = _reference(rows, first)
+    contended = " (measured under contention)" if first["contended"] else ""
     if first["rank_by"] == "time to target":
         text = (f"{_name(first)} reaches {spec}'s target ({first['target_val_loss']:.4g}) first, in "
-                f"{first['time_to_target_s']:.3g} s")
+                f"{_interval(first, 'time_to_target', '.3g', ' s')}{contended}{_tie(first, rows)}")
         if ref is first:
             return text + ", and is the NumPy reference itself"
         if ref is None:
@@ -241,7 +299,7 @@ def _clause(spec: str, rows: list[dict]) -> str:
         return text + (f", {ref['time_to_target_s'] / first['time_to_target_s']:.2g}x the NumPy reference's speed "
                        f"({_name(ref)}: {ref['time_to_target_s']:.3g} s)")
     text = (f"no ranked row reached {spec}'s target, so by training tokens/s {_name(first)} is fastest at "
-            f"{first['tokens_per_s']:,.0f}")
+            f"{_interval(first, 'tokens_per_s', ',.0f')}{contended}{_tie(first, rows)}")
     if ref is first:
         return text + ", and is the NumPy reference itself"
     if ref is None or ref["tokens_per_s"] is None:
@@ -253,7 +311,15 @@ def _sentence(host: str, tasks: list[tuple[str, list[dict]]]) -> str:
     return f"On {host}: " + "; ".join(_clause(spec, rows) for spec, rows in tasks) + "."
 
 
-def _text_row(r: dict) -> list[str]:
+def _rank_text(r: dict, rows: list[dict]) -> str:
+    if not r["ranked"]:
+        return f"unranked: {r['unranked_because']}"
+    shared = any(o is not r and o["ranked"] and o["rank"] == r["rank"] and o["host"] == r["host"]
+                 and o["spec"] == r["spec"] for o in rows)
+    return f"{r['rank']}{'=' if shared else ''}" + (" (by tokens/s)" if r["rank_by"] == "tokens/s" else "")
+
+
+def _text_row(r: dict, rows: list[dict]) -> list[str]:
     def num(v, fmt):
         return "" if v is None or v != v else format(v, fmt)
 
@@ -262,19 +328,15 @@ def _text_row(r: dict) -> list[str]:
     elif r["target_val_loss"] is None:
         time = "no target"
     elif r["target_reached"]:
-        time = f"{r['time_to_target_s']:.3g} s (step {r['steps_to_target']:.0f})"
-        if r["compile_s"] is not None:
+        time = _interval(r, "time_to_target", ".3g", " s") + f" (step {r['steps_to_target']:.0f})"
+        if r["compile_s"] and r["compile_s"] >= COMPILE_SHOWN_FROM * r["time_to_target_s"]:
             time += f", compile {r['compile_s']:.3g} s of it"
     else:
         time = f"not reached in {r['steps_trained']} steps" + (
             f" (best {r['best_val_loss']:.3f})" if r["best_val_loss"] is not None else "")
         if r["status"] != "ok":
             time = f"{r['status']}: {time}"
-    if r["cells"] > 1:
-        time += f" [{r['cells']} cells]"
-    tps = num(r["tokens_per_s"], ",.0f")
-    if tps and r["tokens_per_s_q1"] is not None:
-        tps += f" [{r['tokens_per_s_q1']:,.0f}-{r['tokens_per_s_q3']:,.0f}]"
+    tps = _interval(r, "tokens_per_s", ",.0f") if r["tokens_per_s"] is not None else ""
     memory = ""
     if r["peak_mb"] is not None:
         memory = ("GPU " if r["memory"] == "GPU" else "") + f"{r['peak_mb']:,.0f}"
@@ -282,11 +344,33 @@ def _text_row(r: dict) -> list[str]:
     proof = {"pass": "pass", "none": "none in this run"}.get(r["conformance"], r["conformance"])
     if r["conformance"] == "fail":
         proof = "FAIL" + (f": {r['conformance_detail']}" if r["conformance_detail"] else "")
-    rank = str(r["rank"]) + (" (by tokens/s)" if r["rank_by"] == "tokens/s" else "") if r["ranked"] else \
-        f"unranked: {r['unranked_because']}"
+    rank = _rank_text(r, rows) + (" · contended" if r["contended"] else "")
     backend = r["label"] + ("" if r["device"] in (None, "cpu") else f" ({r['device']})") + \
         (f" [{r['options']}]" if r["options"] else "")
+    repeats = str(r["repeats"]) + (f" of {r['cells']}" if r["cells"] != r["repeats"] else "")
     return [r["host"], backend, r["spec"],
             r["dtype"], proof, num(r["target_val_loss"], ".4g"), time, tps,
             num(None if r["mfu"] is None else 100 * r["mfu"], ".2g") + ("%" if r["mfu"] is not None else ""),
-            memory, rank]
+            memory, repeats, rank]
+
+
+def to_json(h: Headline) -> list[dict]:
+    """The machine-readable verdict of `gptbench report RUN --headline-json FILE` (docs/reports.md)."""
+    def est(r, col):
+        med = r[col + ("_s" if col == "time_to_target" else "")]
+        return None if med is None else {"median": med, "low": r[col + "_low"], "high": r[col + "_high"]}
+
+    out = []
+    for r in h.rows:
+        out.append({"host": r["host"], "backend": r["label"], "backend_name": r["backend"], "device": r["device"],
+                    "spec": r["spec"], "dtype": r["dtype"], "options": r["options"], "status": r["status"],
+                    "conformance": r["conformance"], "rank": r["rank"], "rank_by": r["rank_by"],
+                    "tied_with": r["tied_with"], "unranked_because": r["unranked_because"],
+                    "repeats": r["repeats"], "interval_coverage": stats.coverage(r["repeats"]) if r["repeats"] < 6
+                    else stats.CONFIDENCE,
+                    "target_val_loss": r["target_val_loss"], "target_reached": r["target_reached"],
+                    "steps_to_target": r["steps_to_target"], "time_to_target_s": est(r, "time_to_target"),
+                    "tokens_per_s": est(r, "tokens_per_s"), "mfu": est(r, "mfu"), "compile_s": r["compile_s"],
+                    "compile_source": r["compile_source"], "contended": r["contended"], "peak_mb": r["peak_mb"],
+                    "budget_mb": r["budget_mb"]})
+    return out

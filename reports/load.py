@@ -18,7 +18,7 @@ import pandas as pd
 
 import workloads
 from reports import fmt
-from reports.rundir import RUN, read_hosts, read_records
+from reports.rundir import RUN, latest, read_hosts, read_records
 
 # worst first: a grid square holding several cells takes the colour of its worst status
 STATUS_ORDER = ("crash", "oom", "timeout", "diverged", "nonconformant", "no_host", "unavailable", "ok")
@@ -77,6 +77,12 @@ def cell_key(r: dict) -> str:
     return json.dumps(ident, sort_keys=True)
 
 
+def group_key(r: dict) -> str:
+    """The cell's identity without its repeat index: the repeats of one experiment share it."""
+    opts = {k: v for k, v in (r.get("options") or {}).items() if k != "repeat"}
+    return cell_key({**r, "options": opts})
+
+
 def _spec_name(r: dict) -> str:
     spec = r.get("spec")
     return spec.get("name", "?") if isinstance(spec, dict) else str(spec)
@@ -109,7 +115,9 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
         m = r.get("metrics") or {}
-        row = {"cell_id": r.get("cell_id"), "key": cell_key(r), "host": host_label(r),
+        row = {"cell_id": r.get("cell_id"), "key": cell_key(r), "group": group_key(r),
+               "repeat": (r.get("options") or {}).get("repeat"), "contended": r.get("contended"),
+               "host": host_label(r),
                "host_fingerprint": r.get("host_fingerprint"), "backend": r.get("backend"),
                "workload": r.get("workload"), "spec": _spec_name(r), "dtype": r.get("dtype"),
                "device": r.get("device"), "seed": r.get("seed"), "impl": impl_label(r), "label": cell_label(r),
@@ -121,7 +129,7 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
             row.update(_metric_columns(metric, m))
         rows.append(row)
     # the columns every section reads exist even in a run with no record yet
-    base = ["cell_id", "key", "host", "backend", "workload", "spec", "dtype", "device", "seed", "impl", "label", "status",
+    base = ["cell_id", "key", "group", "repeat", "contended", "host", "backend", "workload", "spec", "dtype", "device", "seed", "impl", "label", "status",
             "reason", "traceback", "code_version", *RECORD_SCALARS]
     df = pd.DataFrame(rows)
     return df.reindex(columns=list(df.columns) + [c for c in base if c not in df.columns])
@@ -166,8 +174,8 @@ def attention_frame(records: list[dict]) -> pd.DataFrame:
         if r.get("workload") != "attention":
             continue
         for row in (r.get("metrics") or {}).get("rows", []):
-            rows.append({"cell_id": r["cell_id"], "key": cell_key(r), "host": host_label(r), "dtype": r.get("dtype"),
-                         "device": r.get("device"), **row})
+            rows.append({"cell_id": r["cell_id"], "key": cell_key(r), "group": group_key(r), "host": host_label(r),
+                         "dtype": r.get("dtype"), "device": r.get("device"), "contended": r.get("contended"), **row})
     return pd.DataFrame(rows)
 
 
@@ -285,7 +293,7 @@ class Run:
 
 def load_run(run_dir) -> Run:
     path = Path(run_dir)
-    records = read_records(path)
+    records = latest(read_records(path))  # a cell run again by --resume: its last record
     info_path = path / RUN
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return Run(path=path, info=info, records=records, cells=cells_frame(records), losses=loss_frame(records),

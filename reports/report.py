@@ -10,8 +10,9 @@ import pandas as pd
 from reports import figures, fmt
 from reports.compare import compare_runs
 from reports.headline import RULE, Headline, headline
+from reports.stats import MIN_EFFECT
 from reports.html import Page, esc, table
-from reports.load import STATUS_ORDER, Run, frontier_frame, load_run
+from reports.load import STATUS_ORDER, Run, frontier_frame
 
 OPEN_FAILURES = 30  # more non-ok cells than this: their table starts folded
 
@@ -204,33 +205,36 @@ def _environment(page: Page, run: Run) -> None:
     parts.append(table(run.hosts, index=True) if not run.hosts.empty else "<p>No host information.</p>")
 
 
-def _comparison(page: Page, a: Run, b: Run) -> None:
-    metrics, changes = compare_runs(a, b)
+def _comparison(page: Page, a: Run, b: Run, include_contended: bool, comparison) -> None:
+    metrics, changes = comparison or compare_runs(a, b, include_contended)
     parts = page.section("compare", "Comparison: run B / run A")
     n_flag = int(metrics.flagged.sum())
     parts.append(f"<p>A = {esc(a.path)}, B = {esc(b.path)}. {len(metrics)} metrics compared; "
-                 f'<span class="flag">{n_flag} flagged</span>: the two runs\' interquartile intervals do not '
-                 "overlap. Metrics measured once (peak memory, time to first token, final validation loss) have "
-                 "no measured noise and are never flagged.</p>")
+                 f'<span class="flag">{n_flag} flagged</span>: the 95% interval of B/A, over both runs\' repeats, '
+                 f"lies wholly beyond 1 &plusmn; {MIN_EFFECT:.0%}. A metric with one repeat in either run has no "
+                 "measured run-to-run noise and is never flagged; nor is one measured under contention "
+                 "(docs/reports.md, How sure).</p>")
     for title, fig in figures.comparison(metrics):
         page.figure(parts, title, fig)
     if not changes.empty:
         parts.append(f"<h3>Status changes ({len(changes)})</h3>" + table(changes))
     if not metrics.empty:
         shown = metrics.sort_values(["flagged", "what"], ascending=[False, True]).assign(
-            flagged=metrics.flagged.map({True: "FLAG", False: ""}))
+            flagged=metrics.flagged.map({True: "FLAG", False: ""}))[
+            ["host_a", "what", "metric", "unit", "a", "b", "repeats_a", "repeats_b", "ratio", "low", "high", "flagged",
+             "contended", "note"]]
         parts.append("<details><summary>every ratio</summary>" + table(shown) + "</details>")
 
 
-def build(run_dir, compare_dir=None) -> str:
-    """The page's HTML for run_dir, with a comparison against compare_dir (run B) first."""
-    run = load_run(run_dir)
-    page = Page(f"gptbench report: {Path(run_dir).resolve().name}")
+def build(run: Run, b: Run | None = None, include_contended: bool = False, comparison=None) -> str:
+    """The page's HTML for run, with a comparison against run b first (comparison: compare_runs'
+    result, when the caller has it)."""
+    page = Page(f"gptbench report: {Path(run.path).resolve().name}")
     h = headline(run.records)
     rank = figures.ranks(h.rows)  # the figures' bars in the headline's order
     _headline(page, run, h)
-    if compare_dir is not None:
-        _comparison(page, run, load_run(compare_dir))
+    if b is not None:
+        _comparison(page, run, b, include_contended, comparison)
     _status(page, run)
     _figures(page, "loss", "Loss curves", figures.loss_curves(run.losses, run.cells), "No training cell has a loss curve.")
     _throughput(page, run, rank)

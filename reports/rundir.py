@@ -44,6 +44,13 @@ def read_records(run_dir) -> list[dict]:
     return records
 
 
+def latest(records: list[dict]) -> list[dict]:
+    """One record per cell, in the order written: the last of its cell_id's (a cell that
+    `--resume` runs again, a `no_host` after a lost node, has its new record appended)."""
+    last = {r.get("cell_id"): i for i, r in enumerate(records)}
+    return [r for i, r in enumerate(records) if r.get("cell_id") is None or last[r["cell_id"]] == i]
+
+
 def host_path(run_dir, fingerprint: str) -> Path:
     """hosts/<fingerprint>.json. A fingerprint comes from a worker host (suite/env.py: 16 hex
     digits); one that is not a plain name (`../../x`, a slash, a dot first) is never a path:
@@ -67,7 +74,8 @@ def read_hosts(run_dir) -> dict[str, dict]:
 
 
 def records_dataframe(run_dir):
-    """The records as a pandas DataFrame, one row per cell, nested dicts kept as objects."""
+    """The records as a pandas DataFrame, one row per cell (its last record), nested dicts kept
+    as objects."""
     import pandas as pd
 
-    return pd.DataFrame(read_records(run_dir))
+    return pd.DataFrame(latest(read_records(run_dir)))

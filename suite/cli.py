@@ -54,13 +54,14 @@ def cmd_backends(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"backends on {args.device} / {args.dtype}")
     for col in ("name", "available here", "reason", "pip extra"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], "yes" if r["available"] else "no", r["reason"], r["extra"] or "")
+    for r in rows:  # escaped: rich would take `gptbench[jax]` of a reason for markup and drop it
+        table.add_row(escape(r["name"]), "yes" if r["available"] else "no", escape(r["reason"]), escape(r["extra"] or ""))
     _console().print(table)
     return 0
 
@@ -264,7 +265,9 @@ def _print_train_summary(r: dict, out) -> None:
     for line in train.summary_lines(m):
         print(line)
     if "compile_s" in m:
-        print(f"compilation {m['compile_s']:.1f} s (held in the first step's time, left out of the figures above)")
+        how = "as the backend reports it" if m.get("compile_source") == "backend" else "the first steps' excess"
+        print(f"compilation and first calls {m['compile_s']:.2f} s ({how}; held in the first steps' time, left out "
+              "of the figures above)")
     if out:
         from pathlib import Path
 
@@ -495,6 +498,10 @@ def _is_number(x) -> bool:
 def cmd_calibrate(args) -> int:
     from suite import calibrate
 
+    if args.overhead:
+        return _overhead(args)
+    if args.spec:
+        raise GptbenchError("--spec is for --overhead BACKEND: the specs whose train cells measure its overhead.")
     cal = calibrate.ensure(args.device, recalibrate=not args.cached)
     section = cal[args.device.split(":")[0]]
     if args.json:
@@ -507,6 +514,21 @@ def cmd_calibrate(args) -> int:
     for lib, v in section["bandwidth_bytes_per_s"].items():
         print(f"copy bandwidth {lib} {v / 1e9:.1f} GB/s")
     print(f"cached in {calibrate.cache_path(cal['fingerprint'])}")
+    return 0
+
+
+def _overhead(args) -> int:
+    from suite import overhead
+
+    o = overhead.measure(args.overhead, args.spec or overhead.SPECS)
+    if args.json:
+        print(json.dumps({"backend": o.backend, "overhead_mb": o.overhead_mb, "framework": o.name,
+                          "heavy_modules": list(o.heavy_modules), "line": o.line(), "threads": o.threads,
+                          "specs": [{"spec": r.spec, "peak_rss_mb": r.peak_mb, "tensors_mb": r.tensors_mb,
+                                     "overhead_mb": r.overhead_mb, "measured_over_estimated": ratio}
+                                    for r, ratio in zip(o.rows, o.ratios())]}))
+    else:
+        print(overhead.report(o))
     return 0
 
 
@@ -571,18 +593,41 @@ def cmd_gpu_pack(args) -> int:
 # --- gptbench report -------------------------------------------------------------------------
 def cmd_report(args) -> int:
     import reports
+    from gptspec.files import write_text_atomic
+    from reports import compare, headline
     from reports.export import export
+    from reports.load import load_run
 
-    out = reports.write_report(args.run_dir, args.output, compare=args.compare)
-    print(f"wrote {out}")
-    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet):
-        print(f"wrote {path}")
-    if args.headline_md:
-        from gptspec.files import write_text_atomic
-        from reports.headline import headline
-        from reports.rundir import read_records
+    # what goes to stdout ("-") is the document alone; the lines saying what was written go to stderr then
+    to_stdout = "-" in (args.headline_md, args.headline_json, args.json)
+    say = (lambda line: print(line, file=sys.stderr)) if to_stdout else print
 
-        print(f"wrote {write_text_atomic(args.headline_md, headline(read_records(args.run_dir)).markdown())}")
+    def emit(path, text):
+        if path == "-":
+            sys.stdout.write(text)
+        else:
+            say(f"wrote {write_text_atomic(path, text)}")
+
+    if args.json and not args.compare:
+        raise GptbenchError("--json writes the comparison: give --compare RUN_B with it.")
+    run = load_run(args.run_dir)
+    b = load_run(args.compare) if args.compare else None
+    comparison = compare.compare_runs(run, b, args.include_contended) if b is not None else None
+    say(f"wrote {reports.write_report(run, args.output, compare=b, comparison=comparison)}")
+    if comparison is not None:
+        for line in compare.summary_lines(*comparison):
+            say(line)
+    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet, long_csv=args.long_csv,
+                       long_parquet=args.long_parquet):
+        say(f"wrote {path}")
+    if args.headline_md or args.headline_json:
+        h = headline.headline(run.records)
+        if args.headline_md:
+            emit(args.headline_md, h.markdown())
+        if args.headline_json:
+            emit(args.headline_json, json.dumps(headline.to_json(h), indent=1) + "\n")
+    if args.json:
+        emit(args.json, json.dumps(compare.to_json(comparison[0]), indent=1) + "\n")
     return 0
 
 
@@ -594,13 +639,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """--version / --code-version: read git only when asked, not on every command."""
+
+    def __init__(self, option_strings, dest, code_only=False, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+        self.code_only = code_only
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from suite import env
+
+        code, version = env.code_version(), env.package_version()
+        print(code if self.code_only else f"gptbench {version}" + ("" if code == f"gptbench-{version}" else
+                                                                   f" (code {code})"))
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import workloads  # its package module is light: the declaration types, the list of workloads
-    from suite import __version__
     from suite import argtypes as T
 
     p = _Parser(prog="gptbench", description="One GPT spec, many backends, many machines.")
-    p.add_argument("--version", action="version", version=f"gptbench {__version__}")
+    p.add_argument("--version", action=_Version, help="print gptbench's version and, from a checkout, its commit")
+    p.add_argument("--code-version", action=_Version, code_only=True,
+                   help="print only the code version records carry (a commit; what a job's submit command passes "
+                        "as GPTBENCH_CODE_VERSION, docs/cluster.md)")
     p.add_argument("--threads", type=T.integer(1), default=None,
                    help="threads for BLAS/OpenMP/torch (default: the libraries' own choice)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -718,6 +781,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("calibrate", help="measure this host's GEMM peak and bandwidth (MFU's denominator)")
     s.add_argument("--device", default="cpu", type=T.calibrate_device, help=f"one of {', '.join(T.CALIBRATE_DEVICES)}")
     s.add_argument("--cached", action="store_true", help="show the cached calibration, measuring only if absent")
+    s.add_argument("--overhead", default=None, metavar="BACKEND",
+                   help="instead: measure BACKEND's framework memory overhead (train cells of 4 steps, float32) and "
+                        "print the Framework(...) line for its class (docs/adding-a-backend.md)")
+    s.add_argument("--spec", action="append", default=[], metavar="PRESET",
+                   help="with --overhead: a spec to measure on (repeatable; default tiny, lumgpt, proust)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_calibrate)
 
@@ -759,11 +827,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", help="a run directory (docs/run-dir.md)")
     s.add_argument("-o", "--output", default=None, help="HTML file (default: RUN_DIR/report.html)")
     s.add_argument("--compare", default=None, metavar="RUN_B",
-                   help="another run: every metric as the ratio B/A, flagged beyond the measured noise")
+                   help="another run: every metric as the ratio B/A with its 95%% interval over both runs' repeats, "
+                        "flagged when the interval lies beyond 1 +- 5%% (docs/reports.md); a summary is printed")
+    s.add_argument("--include-contended", action="store_true",
+                   help="with --compare: also call changes on cells measured under contention")
+    s.add_argument("--json", default=None, metavar="FILE",
+                   help="with --compare: write the comparison as JSON, one object per metric ('-': stdout)")
     s.add_argument("--csv", default=None, help="also write the records as CSV to this file")
     s.add_argument("--parquet", default=None, help="also write the records as Parquet to this file")
+    s.add_argument("--long-csv", default=None, metavar="FILE",
+                   help="also write the per-step table (run_id, cell_id, step, train_loss, val_loss, seconds) as CSV")
+    s.add_argument("--long-parquet", default=None, metavar="FILE", help="the per-step table as Parquet")
     s.add_argument("--headline-md", default=None, metavar="FILE",
-                   help="also write the headline table and its winner sentences as Markdown to this file")
+                   help="also write the headline table and its winner sentences as Markdown to this file ('-': stdout)")
+    s.add_argument("--headline-json", default=None, metavar="FILE",
+                   help="also write the headline as JSON, one object per row with its rank, ties and intervals "
+                        "('-': stdout)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("convert", help="convert weights between .safetensors and nanoGPT checkpoints (docs/nanogpt.md)",

@@ -10,7 +10,8 @@ run into a `no_host` record: Ray would queue an infeasible task forever, silentl
 Failures end in records, never in a hang: tasks have max_retries=0 (a task killed for
 memory would otherwise be retried blindly); a worker or node lost under a task is
 retried up to LOST_NODE_RETRIES times on the pool as it is after the loss (a class with no
-node left gives `no_host`), then recorded as `crash`; every
+node left gives `no_host`, no_host_cause "lost_node", which `--resume` runs again), then
+recorded as `crash`; every
 wait is bounded (a task with no result by its deadline is cancelled and `timeout`).
 The driver appends each record to the run directory as it arrives (suite/store.py), so
 Ctrl-C, `ray job stop` or a killed driver lose no finished cell; `--resume` runs the rest.
@@ -136,7 +137,7 @@ def infeasible(cell: Cell, hc: HostClass, nodes: list[Node], estimate: dict) -> 
 def driver_record(t: "_Todo", matrix: Matrix, code_version: str, status: str, reason: str,
                   estimate: dict | None = None, **fields) -> dict:
     """The record of a cell that never ran to its end on a host (no_host, lost, stuck)."""
-    return Record.from_driver(t.cell, t.cell_id, code_version, t.hc.limits(matrix.timeout_s), status, reason, estimate,
+    return Record.from_driver(t.cell, t.cell_id, code_version, matrix.limits(t.hc), status, reason, estimate,
                               **fields).to_dict()
 
 
@@ -206,7 +207,7 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         estimate = memory.estimate_fields(t.cell)
         reason = infeasible(t.cell, t.hc, nodes, estimate)
         if reason:
-            write(driver_record(t, matrix, code_version, "no_host", reason, estimate))
+            write(driver_record(t, matrix, code_version, "no_host", reason, estimate, no_host_cause="pool"))
         else:
             pending.append(t)
     out.feasible = len(pending)
@@ -271,7 +272,7 @@ def _submit(pending: list, flights: dict, nodes: list[Node], matrix: Matrix, cod
             opts["label_selector"] = labels
         now = time.monotonic()  # before .remote(): the task may start before that call returns
         ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version,
-                                                t.hc.limits(matrix.timeout_s).to_dict())
+                                                matrix.limits(t.hc).to_dict())
         t.attempts += 1
         flights[ref] = _Flight(t, now, now + 2 * matrix.timeout_s + START_GRACE_S)
         busy[id(t.hc)] = busy.get(id(t.hc), 0) + 1
@@ -312,7 +313,7 @@ def _refresh_or_fail(pending: list, matrix: Matrix, code_version: str, write, no
         if reason:
             pending.remove(t)
             write(driver_record(t, matrix, code_version, "no_host", f"after losing a node: {reason}",
-                                attempts=t.attempts))
+                                attempts=t.attempts, no_host_cause="lost_node"))
     return nodes
 
 

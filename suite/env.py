@@ -17,7 +17,11 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from gptspec.files import cache_dir  # noqa: F401 -- suite's callers read it here
+
+# the folder suite/ is in: a checkout, site-packages, or a job's working dir
 REPO = Path(__file__).resolve().parents[1]
+CODE_VERSION_ENV = "GPTBENCH_CODE_VERSION"
 LIBRARIES = ("numpy", "torch", "triton", "safetensors", "psutil", "ray", "pytest-benchmark")
 # the variables BLAS and OpenMP libraries size their thread pools from
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -48,14 +52,6 @@ def cpus_seen() -> int | None:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
-def cache_dir() -> Path:
-    """$GPTBENCH_CACHE_DIR, else $XDG_CACHE_HOME/gptbench, else ~/.cache/gptbench."""
-    if os.environ.get("GPTBENCH_CACHE_DIR"):
-        return Path(os.environ["GPTBENCH_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gptbench"
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -63,23 +59,38 @@ def _version(dist: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of this checkout; with uncommitted changes, '<commit>+dirty.<hash>'
-    (hash of the diff) so edited code never reuses a finished cell's id. Outside a
-    checkout: the installed package version."""
+def checkout_commit() -> str | None:
+    """The git commit of the checkout this code runs from; with uncommitted changes,
+    '<commit>+dirty.<hash>' (hash of the diff) so edited code never reuses a finished cell's
+    id. None where REPO is not the top of a checkout: an installed gptbench (site-packages
+    may sit inside some other repository, whose commit is not this code's), or a job's
+    uploaded working dir (no .git)."""
     def git(*args):
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=10,
                               check=True).stdout
 
     try:
-        commit = git("rev-parse", "HEAD").decode().strip()
+        top, commit = git("rev-parse", "--show-toplevel", "HEAD").decode().split()
+        if Path(top).resolve() != REPO:
+            return None
         diff = git("diff", "HEAD", "--", ".")
-    except (OSError, subprocess.SubprocessError):
-        return f"gptbench-{_version('gptbench') or 'unknown'}"
-    if diff:
-        return f"{commit}+dirty.{hashlib.sha256(diff).hexdigest()[:8]}"
-    return commit
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return f"{commit}+dirty.{hashlib.sha256(diff).hexdigest()[:8]}" if diff else commit
+
+
+def package_version() -> str:
+    from suite import __version__  # the one place the version is written (pyproject reads it)
+
+    return __version__
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """What code measured: the checkout's commit (checkout_commit); else $GPTBENCH_CODE_VERSION,
+    which a job's submit command sets from the submitting checkout (`--runtime-env-json`,
+    docs/cluster.md: the uploaded working dir has no .git); else gptbench-<version>."""
+    return checkout_commit() or os.environ.get(CODE_VERSION_ENV) or f"gptbench-{package_version()}"
 
 
 def cpu_model() -> str:
@@ -131,7 +142,7 @@ def capture() -> dict:
         "gpus": nvidia_gpus(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "libraries": {name: _version(name) for name in LIBRARIES},
-        "gptbench": _version("gptbench"),
+        "gptbench": package_version(),
         "code_version": code_version(),
     }
     env["fingerprint"] = fingerprint(env)

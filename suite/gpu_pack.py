@@ -46,6 +46,7 @@ class Step:
     cell: dict | None = None    # Cell.make keyword arguments
     argv: list | None = None    # a command, run from the checkout
     needs: str | None = None    # a workload that must exist in this checkout
+    needs_path: str | None = None  # a file of a checkout the command reads (an installed gptbench has no tests/)
     saves: str | None = None    # a command whose output is this JSON file in OUT, not a log
     budget_mb: float | None = None      # the cell's RAM budget (Limits.budget_mb)
     gpu_budget_mb: float | None = None
@@ -102,7 +103,7 @@ def plan(dry_run: bool) -> list[Step]:
                                                             options={"steps": ladder_steps}))
               for b, d in checks]
     steps.append(Step("triton-kernel-tests", "command", 240,
-                      argv=py + ["pytest", "-q", "-p", "no:cacheprovider", "-x", *pytest_args]))
+                      argv=py + ["pytest", "-q", "-p", "no:cacheprovider", "-x", *pytest_args], needs_path=pytest_args[0]))
     steps += [Step(f"attention-{p}", "cell", 240, cell=dict(backend=p, workload="attention", spec=big,
                                                              dtype=half, device=device, options=attn))
               for p in providers]
@@ -158,6 +159,9 @@ class Pack:
         return self._cell(step, timeout_s)
 
     def _command(self, step: Step, timeout_s: float) -> Outcome:
+        if step.needs_path and not (_repo() / step.needs_path).exists():
+            return Outcome(step.name, "skipped", reason=f"no {step.needs_path} beside the suite/ package at {_repo()}: "
+                                                        "run the pack from a checkout (docs/gpu-pack.md)")
         log = self.out / "logs" / f"{step.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **({"TRITON_INTERPRET": "1"} if self.dry_run else {})}  # triton on a CPU

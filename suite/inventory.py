@@ -24,8 +24,9 @@ from gptspec.errors import GptbenchError
 LABEL = "gptbench/class"
 SLOT = "bench_slot"  # every gptbench host advertises one: one timed cell per machine
 HOSTS_DIR_ENV = "GPTBENCH_HOSTS_DIR"
-# the checkout's: gptbench is installed editable (`pip install -e .`), and a job submitted
-# with `--working-dir .` carries the checkout
+# beside suite/: in a checkout (where cluster.yaml's commands and `pip install -e .` use it,
+# and a job's `--working-dir .` carries it) and in an installed gptbench, whose wheel ships
+# it as the `cluster` package's data (pyproject.toml)
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "cluster" / "hosts"
 FILE = "host.yaml"
 
@@ -115,8 +116,9 @@ def hosts_dir() -> Path:
 def names() -> list[str]:
     folder = hosts_dir()
     if not folder.is_dir():
-        raise GptbenchError(f"no host inventory at {folder}: gptbench reads cluster/hosts/ from the checkout it "
-                            f"is installed from (pip install -e .); elsewhere set {HOSTS_DIR_ENV}.")
+        raise GptbenchError(f"no host inventory at {folder}: gptbench reads cluster/hosts/ beside its suite/ "
+                            f"package (a checkout, or the installed package's copy); set {HOSTS_DIR_ENV} to a "
+                            "folder of <name>/host.yaml files.")
     return sorted(p.parent.name for p in folder.glob(f"*/{FILE}"))
 
 

@@ -64,16 +64,17 @@ class HostClass(_Strict):
             raise ValueError(f"device {v!r}: allowed are 'cpu', 'cuda' or 'cuda:N'")
         return v
 
-    def limits(self, timeout_s: float) -> Limits:
+    def limits(self, timeout_s: float, compile_cache: str = "fresh") -> Limits:
         """What one cell on such a host may use: travels to the child as one object."""
         return Limits(budget_mb=self.budget_mb, gpu_budget_mb=self.gpu_budget_mb, timeout_s=timeout_s,
-                      threads=self.threads)
+                      threads=self.threads, compile_cache=compile_cache)
 
 
 class WorkloadEntry(_Strict):
     backends: list[str] | None = None  # default: the matrix's backends (attention: providers)
     specs: list[str] | None = None  # default: the matrix's specs; a host class's own specs come first
     options: dict = Field(default_factory=dict)  # the workload's OPTIONS (checked by Matrix) and runner options
+    repeats: int | None = Field(default=None, ge=1)  # this workload's repeats (default: the matrix's)
     spec_options: dict[str, dict] = Field(default_factory=dict)  # per spec name: options over `options`
 
     @field_validator("specs")
@@ -98,6 +99,7 @@ class Matrix(_Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = [0]  # NumPy's generators take no negative seed
     repeats: int = Field(default=1, ge=1)
     timeout_s: float = Field(default=600, gt=0)
+    compile_cache: Literal["fresh", "host"] = "fresh"  # suite/compile_cache.py
     exclude: list[dict[str, str]] = Field(default_factory=list,
                                           description="partial cells (backend, workload, spec, dtype, host_class)")
 
@@ -181,20 +183,31 @@ class Matrix(_Strict):
 
     # --- expansion ---------------------------------------------------------------------------
     def cells(self) -> list[tuple[Cell, HostClass]]:
-        """Every cell of the matrix with the host class that runs it, in a stable order."""
+        """Every cell of the matrix with the host class that runs it, in a stable order: the
+        repeats interleaved (every cell's repeat 0, then every cell's repeat 1, ...), so that
+        load that comes and goes during a run hits every backend alike (reports/stats.py)."""
+        coords = [c for c in self._product() if not any(self._matches(ex, c) for ex in self.exclude)]
         out = []
-        for c in self._product():
-            if any(self._matches(ex, c) for ex in self.exclude):
-                continue
-            hc, entry = self.host_classes[c["host_class"]], self.workloads[c["workload"]]
-            for r in range(self.repeats):
+        for r in range(max((self.repeats_of(c["workload"]) for c in coords), default=1)):
+            for c in coords:
+                n = self.repeats_of(c["workload"])
+                if r >= n:
+                    continue
+                hc, entry = self.host_classes[c["host_class"]], self.workloads[c["workload"]]
                 options = {**entry.options, **entry.spec_options.get(c["spec"], {})}
-                if self.repeats > 1:
+                if n > 1:
                     options["repeat"] = r  # repeats are distinct cells with distinct ids
                 out.append((Cell.make(c["backend"], c["workload"], resolve_spec(c["spec"]), dtype=c["dtype"],
                                       device=hc.device, host_class=c["host_class"], seed=c["seed"],
                                       options=options), hc))
         return out
+
+    def repeats_of(self, workload: str) -> int:
+        return self.workloads[workload].repeats or self.repeats
+
+    def limits(self, hc: HostClass) -> Limits:
+        """What one cell of host class hc may use in this matrix."""
+        return hc.limits(self.timeout_s, self.compile_cache)
 
     def _product(self):
         """Each cell's coordinates (the keys exclude matches on, and the seed), before exclude."""

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 # 2: `implementation` (the measured class's name, module and versions) joined the record
-SCHEMA_VERSION = 2
+# 3: the machine's state (machine, contended), the compile caches (compile_cache, compile_cache_state), no_host_cause
+SCHEMA_VERSION = 3
 
 
 def now() -> str:
@@ -36,6 +37,7 @@ class Limits:
     gpu_budget_mb: float | None = None  # VRAM: a bigger card is capped at it
     timeout_s: float | None = 600       # wall clock from spawn: past it, timeout
     threads: int | None = None          # BLAS/OpenMP/torch threads of the child
+    compile_cache: str = "fresh"        # fresh: the cell's own empty compile caches; host: the machine's
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,6 +78,8 @@ class Record:
     timeout_s: float | None = None
     threads: int | None = None
     threads_seen: dict | None = None
+    compile_cache: str | None = None        # the policy (suite/compile_cache.py)
+    compile_cache_state: str | None = None  # cold | warm: what the caches held at the start
     # memory: measured, then estimated (suite/memory.py)
     peak_rss_mb: float | None = None
     peak_rss_sampled_mb: float | None = None
@@ -103,6 +107,9 @@ class Record:
     exit_code: int | None = None
     signal: str | None = None
     stderr_tail: str | None = None
+    # the machine while the cell ran (suite/machine.py): load, steal, clock, nice, other work
+    machine: dict | None = None
+    contended: bool | None = None
     gate: dict | None = None  # a gate's report card (cell option `gate`)
     # matrix runs (suite/dispatch.py): where the Ray task ran and what dispatch cost
     node_id: str | None = None
@@ -113,6 +120,7 @@ class Record:
     dispatch_s: float | None = None
     ray_overhead_s: float | None = None
     attempts: int | None = None
+    no_host_cause: str | None = None  # a no_host's: "pool" (final) or "lost_node" (--resume runs it again)
     worker_code_version: str | None = None
 
     # --- constructors ----------------------------------------------------------------------

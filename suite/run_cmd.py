@@ -17,8 +17,8 @@ from pathlib import Path
 import workloads
 from gptspec.errors import GptbenchError
 from gptspec.files import write_private
-from reports.rundir import read_records
-from suite import env, tempdirs
+from reports.rundir import latest, read_records
+from suite import env, loopback, tempdirs
 from suite.store import RunStore
 
 
@@ -47,12 +47,11 @@ def run(matrix_path: str | None, address: str | None, out: str | None, resume: s
 def _local_ray_env(temp_dir: Path) -> dict:
     """The local one-node Ray of a run without --address: its own token, mode 0600, in its
     temp dir (Ray would write ~/.ray/auth_token world-readable); every port on loopback
-    (Ray's single-machine mode, its default on macOS: the node's address is 127.0.0.1, so
-    the dashboard's and the agents' metrics servers bind to it); and the marker by which a
-    later run finds what is left of this one after a SIGKILL (suite/tempdirs.py)."""
+    (suite/loopback.py); and the marker by which a later run finds what is left of this one
+    after a SIGKILL (suite/tempdirs.py)."""
     token = write_private(temp_dir / "auth_token", uuid.uuid4().hex)
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", tempdirs.MARKER: str(temp_dir)}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), **loopback.ENV,
+            tempdirs.MARKER: str(temp_dir)}
 
 
 def _run(matrix_path, address, out, resume, temp_dir, preflight) -> int:
@@ -159,7 +158,7 @@ def summary(run_dir: Path) -> None:
     for col in ("backend", "workload", "spec", "host class", "node", "status", "tokens/s", "peak RSS MB",
                 "budget MB", "overhead s"):
         table.add_column(col)
-    records = read_records(run_dir)
+    records = latest(read_records(run_dir))
     declared = {w: workloads.metrics(w) for w in {r["workload"] for r in records}}
     for r in records:
         table.add_row(r["backend"], r["workload"], r["spec"].get("name", ""), r["host_class"], r.get("node_ip") or "-",
@@ -189,7 +188,7 @@ def _print_headline(console, records: list[dict]) -> None:
     text = h.text()
     table = Table(title="headline: time to target per host")
     for col in text.columns:
-        table.add_column(Text(col))  # Text: "[q1-q3]" is not rich markup
+        table.add_column(Text(col))  # Text: "[95% interval]" is not rich markup
     for row in text.itertuples(index=False):
         table.add_row(*map(Text, row))
     console.print(table)

@@ -36,7 +36,7 @@ import traceback
 from pathlib import Path
 
 import workloads
-from suite import calibrate, env, tempdirs
+from suite import calibrate, compile_cache, env, machine, tempdirs
 from suite.cell import Cell, measure, vm_hwm_mb
 from suite.proctree import CellTree, become_subreaper
 from suite.record import Limits, Record, now
@@ -112,12 +112,15 @@ def _before_exec(threads: int):
     return run
 
 
-def _child_env(threads: int, extra: dict | None, folder: Path) -> dict:
-    # the marker: what the cell started is found by it after a killed runner (suite/tempdirs.py)
-    child = {**os.environ, **(extra or {}), **env.thread_env(threads), tempdirs.MARKER: str(folder)}
+def _child_env(limits: Limits, extra: dict | None, folder: Path) -> tuple[dict, str]:
+    """(the child's environment, its compile caches' state: cold or warm). The marker finds
+    what the cell started after a killed runner (suite/tempdirs.py); the compile caches are
+    the cell's own empty folders under policy `fresh` (suite/compile_cache.py)."""
+    child = {**os.environ, **(extra or {}), **env.thread_env(limits.threads), tempdirs.MARKER: str(folder)}
+    state = compile_cache.environment(limits.compile_cache, folder, child)
     repo = str(env.REPO)  # `python -m suite.cell` works from any cwd, installed or not
     child["PYTHONPATH"] = os.pathsep.join(p for p in (repo, child.get("PYTHONPATH")) if p)
-    return child
+    return child, state
 
 
 def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = None,
@@ -140,17 +143,23 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
         payload_path, record_path = Path(tmp, "payload.json"), Path(tmp, "record.json")
         payload_path.write_text(json.dumps({"cell": cell.to_dict(), "limits": limits.to_dict(),
                                             "peak_flops_per_s": peak_flops}))
+        child_env, cache_state = _child_env(limits, extra_env, tmp)
         record.started = now()
+        before = machine.snapshot()
         t0 = time.perf_counter()
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
-                                    stdout=out, stderr=err, env=_child_env(limits.threads, extra_env, tmp),
+                                    stdout=out, stderr=err, env=child_env,
                                     start_new_session=True, preexec_fn=_before_exec(limits.threads))
+            nice = machine.nice_of(proc.pid)
             tree = CellTree(proc.pid)
             status, usage, killed_for, sampled_mb, polled_hwm = _supervise(proc, tree, limits.budget_mb,
                                                                            limits.timeout_s, poll_s)
         record.wall_s = time.perf_counter() - t0
         record.ended = now()
+        record.machine, record.contended = machine.state(before, machine.snapshot(), usage.ru_utime + usage.ru_stime,
+                                                         record.wall_s, limits.threads, nice)
+        record.compile_cache_state = cache_state
         tree.kill_all()  # helpers the child left behind (compile workers), in its session or their own
         record.update(peak_rss_mb=polled_hwm, peak_rss_sampled_mb=sampled_mb, ru_maxrss_mb=_maxrss_mb(usage),
                       exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
@@ -226,6 +235,10 @@ def _run_made_of_cells(cell: Cell, limits: Limits, module, extra_env, poll_s) ->
         record.update(status="crash", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record.update(wall_s=time.perf_counter() - t0, ended=now())
     record.workload_s = record.wall_s
+    ran = [r for r in subs if r.contended is not None]
+    if ran:  # the machine as its busiest sub-cell saw it; contended when any sub-cell was
+        record.update(machine=max(ran, key=lambda r: r.machine.get("other_load_cores") or 0.0).machine,
+                      contended=any(r.contended for r in ran))
     measured = [r for r in subs if r.peak_rss_mb is not None]
     ok = [r for r in measured if r.status == "ok"] or measured
     if ok:
@@ -240,13 +253,28 @@ def run_here(cell: Cell, limits: Limits = Limits(), **hooks) -> tuple[Record, ob
     weights. The same record as run_cell's, without what only a supervisor sees (the
     sampled tree peak, wait4's numbers, the exit); limits.budget_mb and timeout_s are not
     enforced. Returns the record and the measured backend (None if it was never made)."""
+    import resource
+
     record = Record.start(cell, limits)
     peak_flops, record.calibration_error = calibrate.host_peak(cell.device, cell.dtype)
-    record.started = now()
-    t0 = time.perf_counter()
-    child, target = measure(cell, limits, peak_flops, **hooks)
-    record.take_child(child)
-    record.update(wall_s=time.perf_counter() - t0, ended=now(), peak_rss_mb=child.peak_rss_mb)
+    tmp = tempdirs.make(tempdirs.CELL_PREFIX)
+    saved = dict(os.environ)
+    try:
+        record.compile_cache_state = compile_cache.environment(limits.compile_cache, tmp, os.environ)
+        record.started = now()
+        before, cpu0 = machine.snapshot(), resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        child, target = measure(cell, limits, peak_flops, **hooks)
+        record.take_child(child)
+        record.update(wall_s=time.perf_counter() - t0, ended=now(), peak_rss_mb=child.peak_rss_mb)
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        record.machine, record.contended = machine.state(
+            before, machine.snapshot(), cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, record.wall_s,
+            limits.threads, machine.nice_of(os.getpid()))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(tmp, ignore_errors=True)
     est = record.memory_estimate_mb
     record.memory_ratio = record.peak_rss_mb / est if est else None
     return record, target

@@ -2,8 +2,9 @@
 
 Several Ray nodes, each its own `ray start --block` process group, one per host of the
 inventory (suite/inventory.py: head, lowram, rtx4070), each with its host's label and
-resources. Every port is a free one picked here and the temp dir is the sim's own, so it
-never meets another Ray on the machine; `down` stops exactly the processes `up` started
+resources. Every node is on loopback only (suite/loopback.py: its address is 127.0.0.1,
+and so is every socket it listens on). Every port is a free one picked here and the temp
+dir is the sim's own, so it never meets another Ray on the machine; `down` stops exactly the processes `up` started
 (their PIDs are in the sim's state file), never by name, never `ray stop`. Budgets are
 the matrix's business (host classes), and the hosts' own start flags (a GPU, 4 CPUs) are
 not simulated: the nodes only say what they are.
@@ -26,13 +27,13 @@ import uuid
 from pathlib import Path
 
 import psutil
-import ray.util
 
 from gptspec.errors import GptbenchError
 from gptspec.files import write_json_atomic, write_private
-from suite import inventory
+from suite import inventory, loopback, tempdirs
 
 STATE = "sim.json"
+TOKEN = "ray.token"  # a *.token name: cluster.yaml's rsync leaves it out wherever the folder is
 # in the environment of every process of the pool (cells included): tests find their own
 MARKER = "GPTBENCH_SIM"
 HEAD = "head"  # the inventory host whose node is the Ray head, as in cluster.yaml
@@ -84,12 +85,6 @@ def _bindable(port: int) -> bool:
             return False
 
 
-def _ray() -> str:
-    """The `ray` next to this Python (the venv's), not whatever is first on PATH."""
-    exe = Path(sys.executable).with_name("ray")
-    return str(exe) if exe.exists() else shutil.which("ray") or "ray"
-
-
 WORKER_PORTS = 41
 
 
@@ -105,9 +100,10 @@ def _node_ports(ports: _Ports) -> list[str]:
 
 def client_env(state: dict) -> dict:
     """Environment for any process that talks to the sim (a driver, `ray job submit`): its
-    own auth token, not ~/.ray/auth_token, which other Rays on a shared machine rewrite."""
+    own auth token, not ~/.ray/auth_token, which other Rays on a shared machine rewrite; and
+    Ray's single-machine mode, in which the pool's 127.0.0.1 stays 127.0.0.1 (suite/loopback.py)."""
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state["auth_token_path"],
-            "RAY_ADDRESS": state["address"]}
+            "RAY_ADDRESS": state["address"], **loopback.ENV}
 
 
 def _path_with_this_python() -> str:
@@ -123,7 +119,8 @@ def node_names() -> list[str]:
 
 def _start(name: str, args: list[str], log: Path, state: dict, ports: _Ports) -> subprocess.Popen:
     # the label and resources flags of the real pool's start commands (`gptbench host NAME --ray-start`)
-    cmd = [_ray(), "start", "--block", "--disable-usage-stats",
+    # on loopback only: the node's address is 127.0.0.1 and all it opens listens there
+    cmd = [*loopback.ray_start(), "--block", "--disable-usage-stats",
            "--num-cpus", "1", "--object-store-memory", str(OBJECT_STORE_BYTES),
            *inventory.load(name).node_args(), *_node_ports(ports), *args]
     with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
@@ -134,20 +131,23 @@ def _start(name: str, args: list[str], log: Path, state: dict, ports: _Ports) ->
 
 def up(folder, dashboard: bool = False, nodes=None) -> dict:
     """Start the pool; return its state (address, dashboard URL, PIDs). `folder` holds
-    the state file and logs; Ray's own temp dir is a short path under /tmp (unix
-    sockets allow 107 bytes)."""
+    the state file, the token and the logs; Ray's own temp dir is a short path under /tmp
+    (unix sockets allow 107 bytes), in the user's private parent (suite/tempdirs.py: Ray
+    opens it to all). A failed start stops what it started and removes both."""
     folder = Path(folder).resolve()
     if (folder / STATE).exists():
         raise GptbenchError(f"a simulated pool is already recorded in {folder / STATE}: "
                             f"`gptbench cluster sim down --dir {folder}` first.")
     folder.mkdir(parents=True, exist_ok=True)
-    temp_dir = tempfile.mkdtemp(prefix="gbsim", dir="/tmp")
-    state = {"address": None, "temp_dir": temp_dir, "nodes": [], "dashboard_url": None,
-             "auth_token_path": str(folder / "auth_token")}
-    write_private(state["auth_token_path"], uuid.uuid4().hex)
-    ports = _Ports()
+    state = {"address": None, "temp_dir": None, "nodes": [], "dashboard_url": None,
+             "auth_token_path": str(folder / TOKEN)}
     procs = {}
     try:
+        state["temp_dir"] = tempfile.mkdtemp(prefix="gbsim", dir=tempdirs.private_parent("/tmp"))
+        # a new pool, a new token; one left here belongs to no recorded pool (down removes its own)
+        Path(state["auth_token_path"]).unlink(missing_ok=True)
+        write_private(state["auth_token_path"], uuid.uuid4().hex)
+        ports = _Ports()
         for name in nodes or node_names():
             for attempt in range(1, START_TRIES + 1):
                 args = _head_args(state, ports, dashboard) if name == HEAD else ["--address", state["address"]]
@@ -166,7 +166,8 @@ def up(folder, dashboard: bool = False, nodes=None) -> dict:
                     state["nodes"].pop()
                     _write_state(folder, state)
     except BaseException:
-        down(folder)
+        down(folder)  # the nodes recorded so far
+        _remove_files(state)  # and what was made before the first one was
         raise
     return state
 
@@ -180,8 +181,7 @@ class _PortTaken(GptbenchError):
 
 def _head_args(state: dict, ports: _Ports, dashboard: bool) -> list[str]:
     port, dash_port, client_port = ports.one(), ports.one(), ports.one()
-    # Ray replaces a loopback node address by the machine's own IP: use that one
-    state["address"] = f"{ray.util.get_node_ip_address()}:{port}"
+    state["address"] = f"127.0.0.1:{port}"
     state["dashboard_url"] = f"http://127.0.0.1:{dash_port}" if dashboard else None
     args = ["--head", "--port", str(port), "--ray-client-server-port", str(client_port),
             "--temp-dir", state["temp_dir"], "--include-dashboard", str(dashboard).lower()]
@@ -267,8 +267,15 @@ def down(folder) -> list[int]:
         _signal(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=STOP_GRACE_S)
     (folder / STATE).unlink()
-    shutil.rmtree(state["temp_dir"], ignore_errors=True)
+    _remove_files(state)
     return [p.pid for p in procs]
+
+
+def _remove_files(state: dict) -> None:
+    """The pool's Ray temp dir and its token: neither outlives the pool."""
+    if state.get("temp_dir"):
+        shutil.rmtree(state["temp_dir"], ignore_errors=True)
+    Path(state["auth_token_path"]).unlink(missing_ok=True)
 
 
 def _signal_group(pgid: int, sig) -> None:

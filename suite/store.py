@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gptspec.errors import GptbenchError
 from gptspec.files import write_text_atomic
-from reports.rundir import CELLS, HOSTS, LOCK, MATRIX, RUN, host_path, read_hosts, read_records
+from reports.rundir import CELLS, HOSTS, LOCK, MATRIX, RUN, host_path, latest, read_hosts, read_records
 from suite.record import now
 
 
@@ -82,8 +82,11 @@ class RunStore:
         return json.loads((self.dir / RUN).read_text())
 
     def done_ids(self) -> set[str]:
-        """cell_ids that already have their record (whatever its status)."""
-        return {r["cell_id"] for r in read_records(self.dir)}
+        """cell_ids whose last record is final: any status but a `no_host` whose cause was a
+        lost node (`no_host_cause` "lost_node", docs/records.md), which is no result: the pool
+        shrank under the run, so --resume runs the cell again and appends its new record."""
+        return {r["cell_id"] for r in latest(read_records(self.dir))
+                if not (r["status"] == "no_host" and r.get("no_host_cause") == "lost_node")}
 
     def append(self, record: dict) -> None:
         """One record, one line, on disk before this returns (a crash after it loses nothing).

@@ -100,8 +100,9 @@ def scaled(records: list[dict], speed: float) -> list[dict]:
         for k in ("step_ms", "token_ms"):
             if k in m:
                 m[k] = [t / speed for t in m[k]]
-        for k in ("step_ms_median", "step_ms_iqr", "token_ms_median", "token_ms_iqr", "time_to_first_token_ms"):
-            if k in m:
+        for k in ("step_ms_median", "step_ms_iqr", "token_ms_median", "token_ms_iqr", "time_to_first_token_ms",
+                  "time_to_target_s"):
+            if m.get(k) is not None:
                 m[k] /= speed
         for k in ("tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "decode_tokens_per_s", "model_flops_per_s"):
             if k in m:
@@ -111,6 +112,21 @@ def scaled(records: list[dict], speed: float) -> list[dict]:
                 row["ms_median"] /= speed
                 row["ms_iqr"] /= speed
                 row["tflops_per_s"] *= speed
+    return out
+
+
+def repeated(records: list[dict], speeds=(0.97, 1.0, 1.03)) -> list[dict]:
+    """Each ok cell as len(speeds) repeats (option `repeat`, ids of their own), the i-th scaled
+    by speeds[i] (scaled()), interleaved as the matrix orders them: repeat 0 of every cell first;
+    marked not contended."""
+    ok = [r for r in records if r["status"] == "ok"]
+    out = []
+    for i, speed in enumerate(speeds):
+        for r in scaled(ok, speed):
+            r["options"] = {**(r.get("options") or {}), "repeat": i}
+            r["cell_id"] = f"{r['cell_id']}-r{i}"
+            r["contended"] = False  # the statistics under test, not the shared machine the cells ran on
+            out.append(r)
     return out
 
 

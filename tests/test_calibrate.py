@@ -7,8 +7,10 @@ import time
 
 import numpy as np
 import psutil
+import pytest
 
 from suite import calibrate, env
+from suite.cli import main
 
 
 def test_environment_capture_matches_the_system():
@@ -53,3 +55,37 @@ def test_calibration_is_cached_per_host_fingerprint(tmp_path, monkeypatch):
     assert section["bandwidth_bytes_per_s"]["numpy"] > 1e9
     assert calibrate.ensure("cpu") == cal  # cached: not measured again
     assert calibrate.peak_flops(cal, "cuda", "bfloat16") is None
+
+
+# --- a framework's memory overhead (gptbench calibrate --overhead) ----------------------------
+def test_overhead_of_the_numpy_reference_is_the_registrys_and_the_line_is_printed(capsys):
+    """Measured as the registry's numbers were: on tiny the NumPy reference costs its
+    registry overhead (45 MB: interpreter, numpy, corpus) within 15 MB."""
+    import backends
+
+    assert main(["calibrate", "--overhead", "numpy", "--spec", "tiny", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    row, = out["specs"]
+    assert row["overhead_mb"] == pytest.approx(row["peak_rss_mb"] - row["tensors_mb"])
+    assert abs(out["overhead_mb"] - backends.NUMPY.overhead_mb) <= 15
+    assert out["line"] == f'framework = Framework("numpy", {out["overhead_mb"]:.1f}, ("numpy",))'
+
+
+def test_overhead_of_a_torch_plugin_is_torchs_own_measured_the_same_way():
+    """examples/minimal_torch.py is torch and little else: its overhead is torch's, measured
+    the same way on the same spec, within 15% (the two models allocate alike; measured 388 vs
+    385 MB on tiny, load 3.5 on 2 cores)."""
+    from suite import overhead
+
+    plugin = overhead.measure("examples.minimal_torch:MinimalTorch", specs=("tiny",))
+    torch = overhead.measure("torch", specs=("tiny",))
+    assert torch.overhead_mb > 200  # torch's import alone is ~220 MB: a measurement, not a default
+    assert abs(plugin.overhead_mb - torch.overhead_mb) <= 0.15 * torch.overhead_mb
+    assert plugin.line() == f'framework = Framework("torch", {plugin.overhead_mb:.1f}, ("torch", "triton"))'
+    assert plugin.ratios() == [pytest.approx(plugin.rows[0].peak_mb / (plugin.rows[0].tensors_mb
+                                                                       + plugin.overhead_mb))]
+
+
+def test_overhead_of_a_backend_that_cannot_run_is_an_error(capsys):
+    assert main(["calibrate", "--overhead", "tests_no_such_module:Backend", "--spec", "tiny"]) == 2
+    assert "ended unavailable" in capsys.readouterr().err

@@ -144,3 +144,14 @@ def test_the_recipe_options_reach_the_optimizer_and_schedule(capsys):
     default = NumpyBackend(preset("tiny"))
     assert train(default, load_corpus("synthetic"), config_for("tiny", steps=12, lr_warmup_steps=2))["losses"] != want
     assert_clean_error(gptbench("train", "--beta2", "1.5"), "option 'beta2': expected a number in [0, 1], got 1.5")
+
+
+def test_backends_prints_the_missing_extra_with_its_brackets(monkeypatch, capsys):
+    """rich reads `[jax]` as markup and drops it unless escaped: the install hint must survive."""
+    import backends.jax_backend as jb
+
+    monkeypatch.setattr(jb, "jax", None)  # jax missing, whether or not this machine has it
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row, so the hint is not wrapped
+    assert main(["backends"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.strip("│ ").startswith("jax "))
+    assert "jax is not installed: pip install 'gptbench[jax]'" in row and row.split("│")[2].strip() == "no"

@@ -24,7 +24,9 @@ def cells():
 
 
 def _one(cells, **want):
-    found = [c for c, _ in cells if all(getattr(c, k) == v for k, v in want.items())]
+    """The one cell matching want (of repeated cells, the first repeat)."""
+    found = [c for c, _ in cells if all(getattr(c, k) == v for k, v in want.items())
+             and c.options.get("repeat") in (None, 0)]
     assert len(found) == 1, (want, found)
     return found[0]
 
@@ -32,6 +34,9 @@ def _one(cells, **want):
 def test_every_cpu_backend_trains_on_the_local_host_and_each_training_is_proven(cells):
     trains = {(c.host_class, c.backend, c.dtype) for c, _ in cells if c.workload == "train"}
     assert {b for h, b, _ in trains if h == "local"} == CPU_BACKENDS
+    # three repeats of each, interleaved: every backend's repeat 0 before any repeat 1 (reports/stats.py)
+    local = [c for c, _ in cells if c.workload == "train" and c.host_class == "local"]
+    assert [c.options["repeat"] for c in local] == [0] * 5 + [1] * 5 + [2] * 5
     proofs = {(c.host_class, c.backend, c.dtype) for c, _ in cells if c.workload == "conformance"}
     assert trains <= proofs  # the headline ranks only a (backend, dtype) proven on its host class
     for c, _ in cells:
@@ -90,3 +95,29 @@ def test_jax_generation_keeps_its_compilation_out_of_every_rate():
     m = r.metrics
     assert m["compile_s"] > 10 * m["total_s"]  # compiling takes seconds; 128 tokens, milliseconds
     assert m["token_ms_max"] < 1e3 * m["compile_s"] / 4  # no compilation inside the timed tokens
+
+
+@pytest.mark.skipif(find_spec("jax") is None, reason="jax is not installed")
+def test_jax_training_states_its_compilation_inside_the_time_to_target():
+    """jax.jit compiles the training step at its first call: compile_s is that call's excess over
+    the median step (as for every backend that does not report its own), and the headline's
+    JSON carries it for the jax row."""
+    from reports.headline import headline, to_json
+
+    cell = next(c for c, _ in M.default_matrix().cells()
+                if c.workload == "train" and c.backend == "jax" and c.options.get("repeat") == 0)
+    cell = cell.__class__(**{**cell.to_dict(), "options": {**cell.options, "steps": 30, "eval_interval": 10,
+                                                           "target_val_loss": 5.0}})
+    r = run_cell(cell, Limits(timeout_s=300, threads=2))
+    assert r.status == "ok", (r.reason, r.traceback)
+    m = r.metrics
+    steps = m["step_ms"]
+    median = sorted(steps[2:])[len(steps[2:]) // 2]
+    assert m["compile_source"] == "first calls' excess"
+    assert m["compile_s"] == pytest.approx(sum(max(0.0, t - median) for t in steps[:2]) / 1e3, rel=0.05)
+    assert m["compile_s"] > 20 * median / 1e3  # compiling takes far longer than a step
+    assert m["compile_s"] <= m["time_to_target_s"]  # reached at the first evaluation, compilation in it
+    row, = to_json(headline([r.to_dict()]))
+    assert row["backend"] == "jax" and row["compile_s"] == pytest.approx(m["compile_s"]) and row["compile_s"] > 0
+    text = headline([r.to_dict()]).text().iloc[0]["time to target [95% interval]"]
+    assert f"compile {m['compile_s']:.3g} s of it" in text

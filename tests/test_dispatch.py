@@ -3,9 +3,12 @@ each, labels and vram_gb as on the real pool), shared by every test here because
 Ray node takes seconds to start on 2 loaded cores. Drivers run as the real CLI in their
 own processes (`gptbench run`, and `ray job submit -- python -m suite run`)."""
 
+import contextlib
+import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -157,6 +160,68 @@ def _cells_of_pool(pool) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback
+
+
+HOLD = """
+import os, sys, time
+from pathlib import Path
+import ray
+ray.init(address="auto", log_to_driver=False)
+HELD = sys.argv[1]
+
+@ray.remote(resources={"bench_slot": 1})
+def hold():
+    Path(HELD, str(os.getpid())).touch()
+    time.sleep(300)
+
+ray.get([hold.remote() for _ in range(int(sys.argv[2]))])
+"""
+
+
+def test_every_process_of_the_pool_listens_on_loopback_only(pool, tmp_path):
+    """A task on every node (one bench_slot each: three tasks, three nodes), then every socket
+    a process of the pool -- each node's tree, whatever carries the pool's marker -- or the
+    driver listens on: GCS, raylets, object managers, workers, agents, metrics exporters, the
+    dashboard and the autoscaler, on 127.0.0.1 alone."""
+    held = tmp_path / "held"
+    held.mkdir()
+    driver = subprocess.Popen([sys.executable, "-c", HOLD, str(held), str(len(pool["nodes"]))], env=pool["env"])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(held.iterdir())) < len(pool["nodes"]) and time.monotonic() < deadline:
+            assert driver.poll() is None
+            time.sleep(0.2)
+        workers = {int(p.name) for p in held.iterdir()}
+        assert len(workers) == len(pool["nodes"])
+        pids = {driver.pid}
+        for node in pool["nodes"]:
+            root = psutil.Process(node["pid"])
+            pids |= {root.pid, *(c.pid for c in root.children(recursive=True))}
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if p.environ().get(sim.MARKER) == pool["temp_dir"]:
+                    pids.add(p.pid)
+        bound = [c for c in psutil.net_connections("inet") if c.pid in pids and c.laddr
+                 and (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM)]
+        names = {}
+        for c in bound:
+            with contextlib.suppress(psutil.Error):
+                names[c.pid] = psutil.Process(c.pid).name()
+    finally:
+        driver.kill()
+        driver.wait()
+    outside = [(c.laddr, names.get(c.pid)) for c in bound if not _loopback(c.laddr.ip)]
+    assert not outside, outside
+    ports = {c.laddr.port for c in bound}
+    assert int(pool["address"].rsplit(":", 1)[1]) in ports  # the GCS
+    assert int(pool["dashboard_url"].rsplit(":", 1)[1]) in ports  # the dashboard, the job server
+    assert workers <= {c.pid for c in bound}  # each node's worker
+    assert len({c.pid for c in bound if names.get(c.pid) == "raylet"}) == len(pool["nodes"])  # each raylet
 
 
 def test_killed_driver_then_resume_loses_nothing_and_repeats_nothing(pool, tmp_path):
@@ -332,3 +397,43 @@ def test_a_node_that_loses_a_port_race_is_restarted_and_a_failed_start_shows_its
     assert "something else entirely" in str(err.value) and str(tmp_path / "head.log") in str(err.value)
     assert type(err.value) is sim.GptbenchError  # not retried again: not a port race
     assert not (tmp_path / sim.STATE).exists()  # torn down
+
+
+def _sleeping_node(name, args, log, state, ports):
+    """A stand-in node: a process in its own session, as `ray start --block` is."""
+    return subprocess.Popen(["sleep", "300"], start_new_session=True)
+
+
+def test_up_after_down_in_the_same_folder_starts_a_new_pool_with_a_new_token(tmp_path, monkeypatch):
+    monkeypatch.setattr(sim, "_start", _sleeping_node)
+    monkeypatch.setattr(sim, "_alive_nodes", lambda state: len(state["nodes"]))
+    first = sim.up(tmp_path, nodes=("head", "lowram"))
+    token = Path(first["auth_token_path"])
+    old = token.read_text()
+    assert token.stat().st_mode & 0o777 == 0o600 and Path(first["temp_dir"]).parent.stat().st_mode & 0o777 == 0o700
+    assert len(sim.down(tmp_path)) == 2
+    assert not token.exists() and not Path(first["temp_dir"]).exists()  # neither outlives its pool
+    token.write_text("left by a pool whose state file was lost\n")
+    second = sim.up(tmp_path, nodes=("head",))
+    try:
+        assert second["auth_token_path"] == str(token) and token.read_text() not in (old, "left by a pool whose "
+                                                                                         "state file was lost\n")
+        assert token.stat().st_mode & 0o777 == 0o600 and Path(second["temp_dir"]).is_dir()
+    finally:
+        sim.down(tmp_path)
+
+
+@pytest.mark.parametrize("when", ["before the first node", "at the first node"])
+def test_a_failed_up_leaves_no_temp_folder_no_token_and_no_state(tmp_path, monkeypatch, when):
+    made = []
+    real_mkdtemp = sim.tempfile.mkdtemp
+    monkeypatch.setattr(sim.tempfile, "mkdtemp", lambda **kw: made.append(real_mkdtemp(**kw)) or made[-1])
+    if when == "before the first node":
+        monkeypatch.setattr(sim._Ports, "one", lambda self: (_ for _ in ()).throw(sim.GptbenchError("no free port")))
+    else:
+        monkeypatch.setattr(sim, "_start", lambda *a: subprocess.Popen(["sh", "-c", "exit 1"], start_new_session=True))
+        monkeypatch.setattr(sim, "_alive_nodes", lambda state: 0)
+    with pytest.raises(sim.GptbenchError):
+        sim.up(tmp_path, nodes=("head",))
+    assert len(made) == 1 and not Path(made[0]).exists()
+    assert not (tmp_path / sim.TOKEN).exists() and not (tmp_path / sim.STATE).exists()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import ray.exceptions as E
 
-from reports.rundir import CELLS, read_records
+from reports.load import load_run
+from reports.rundir import CELLS, latest, read_records
 from suite import dispatch
 from suite import matrix as M
 from suite.cell import Cell
@@ -52,6 +53,7 @@ class FakeRay:
         self.interrupt_after = None   # KeyboardInterrupt once cells.jsonl has this many lines
         self.store_dir = None
         self.remote_delay_s = 0.0     # remote() returns this late, the task's life (wall_s) inside it
+        self.submitted: list[Cell] = []  # every cell submitted, in order
 
     # the cell task
     def options(self, **opts):
@@ -60,6 +62,7 @@ class FakeRay:
     def remote(self, cell_dict, cell_id, code_version, limits):
         cell = Cell.from_dict(cell_dict)
         self.events.append(("submit", cell.seed))
+        self.submitted.append(cell)
         time.sleep(self.remote_delay_s)
         return _Ref(cell, cell_id, self.outcomes[cell.seed].pop(0))
 
@@ -152,7 +155,35 @@ def test_a_lost_node_whose_class_has_no_node_left_becomes_no_host(fake, tmp_path
     assert records[0]["reason"].startswith("after losing a node: host class 'local': no live node has label "
                                            "gptbench/class=local")
     assert {r["status"] for r in records.values()} == {"no_host"}
+    assert {r["no_host_cause"] for r in records.values()} == {"lost_node"}
     assert [e for e in ray.events if e[0] == "submit"] == [("submit", 0)]  # nothing sent to a pool without it
+
+
+def test_resume_reruns_the_cells_a_lost_node_left_no_host_and_readers_take_their_new_record(fake, tmp_path):
+    """A class whose node was lost: its cells are no_host "lost_node", no result, and run again
+    by --resume once the node is back; a class no node of the pool has stays no_host "pool"."""
+    matrix = MATRIX + "  cloud: {labels: {gptbench/class: cloud}, budget_mb: 1000}\n"
+    ray = fake({0: [E.NodeDiedError("the node running this task died"), "ok"], 1: ["ok"], 2: ["ok"], 3: ["ok"],
+                4: ["ok"]})
+    ray.after_loss_nodes = []
+    first, _ = _run(tmp_path, ray, matrix)
+    before = read_records(tmp_path / "run")
+    causes = sorted((r["host_class"], r["status"], r["no_host_cause"]) for r in before)
+    assert causes == [("cloud", "no_host", "pool")] * 5 + [("local", "no_host", "lost_node")] * 5
+    ray.node_list, ray.after_loss_nodes, ray.events[:] = [dict(NODE)], None, []  # the node is back
+    second, _ = _run(tmp_path, ray, matrix, resume=True)
+    assert (second.skipped, second.written) == (5, 5)  # the pool's no_host stay final
+    assert sorted(seed for what, seed in ray.events if what == "submit") == [0, 1, 2, 3, 4]
+    written = read_records(tmp_path / "run")
+    assert written[:10] == before and len(written) == 15  # appended, nothing rewritten
+    cells = latest(written)
+    assert len(cells) == 10 and len({r["cell_id"] for r in cells}) == 10
+    assert sorted((r["host_class"], r["status"]) for r in cells) == [("cloud", "no_host")] * 5 + [("local", "ok")] * 5
+    run = load_run(tmp_path / "run")  # the report's reader: one row per cell, its last record
+    assert len(run.records) == len(run.cells) == 10
+    assert sorted(run.cells.status) == ["no_host"] * 5 + ["ok"] * 5
+    with RunStore.open(tmp_path / "run") as store:
+        assert len(store.done_ids()) == 10  # a third --resume runs nothing
 
 
 def test_a_task_past_its_deadline_is_cancelled_and_recorded_as_timeout(fake, tmp_path, monkeypatch):
@@ -187,6 +218,27 @@ def test_each_record_is_fsynced_before_the_next_cell_is_dispatched(fake, tmp_pat
     assert order == [e for s in range(5) for e in (("submit", s), ("fsync", CELLS))]
 
 
+# --- repeats: interleaved, so drift hits every backend alike ------------------------------------------
+def test_repeats_are_submitted_round_robin_across_backends_and_per_workload(fake, tmp_path):
+    matrix = """
+name: rounds
+backends: [numpy, torch, jax]
+workloads: {train: {repeats: 3, options: {steps: 2}}, conformance: {options: {steps: 1}}}
+specs: [tiny]
+timeout_s: 60
+host_classes:
+  local: {labels: {gptbench/class: local}, budget_mb: 1000}
+"""
+    ray = fake({0: ["ok"] * 12})
+    outcome, _ = _run(tmp_path, ray, matrix)
+    order = [(c.workload, c.backend, c.options.get("repeat")) for c in ray.submitted]
+    assert order == [("train", "numpy", 0), ("train", "torch", 0), ("train", "jax", 0),
+                     ("conformance", "numpy", None), ("conformance", "torch", None), ("conformance", "jax", None),
+                     ("train", "numpy", 1), ("train", "torch", 1), ("train", "jax", 1),
+                     ("train", "numpy", 2), ("train", "torch", 2), ("train", "jax", 2)]
+    assert outcome.written == 12 and len({c.cell_id(CODE) for c in ray.submitted}) == 12
+
+
 # --- resume: failed cells are finished cells -------------------------------------------------------
 def test_resume_runs_only_the_cells_without_a_record_and_repeats_none(fake, tmp_path):
     matrix = MATRIX + "  cloud: {labels: {gptbench/class: cloud}, budget_mb: 1000}\n"  # no node has it: no_host
@@ -198,6 +250,7 @@ def test_resume_runs_only_the_cells_without_a_record_and_repeats_none(fake, tmp_
     before = read_records(tmp_path / "run")
     assert sorted(r["status"] for r in before) == ["crash", "no_host", "no_host", "no_host", "no_host", "no_host",
                                                    "ok", "oom"]
+    assert {r["no_host_cause"] for r in before if r["status"] == "no_host"} == {"pool"}  # final: not run again
     ray.interrupt_after, ray.events[:] = None, []
     second, _ = _run(tmp_path, ray, matrix, resume=True)
     records = read_records(tmp_path / "run")

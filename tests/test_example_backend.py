@@ -4,6 +4,8 @@ broken backend naming the tensor), and an installed plugin is found by its entry
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,15 +76,65 @@ def test_an_installed_plugin_is_found_by_its_entry_point(tmp_path):
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1].startswith("PASS"), proc.stdout[-3000:]
 
 
-def test_the_ci_recipe_for_a_backend_repository_runs_on_the_example(tmp_path):
-    """examples/ci/gptbench-check.sh, past its install step, with the example as the backend:
-    check in float32 and float64, the pytest plugin, train, and generate from the saved weights."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "BACKEND": EXAMPLE, "GPTBENCH_CI_NO_INSTALL": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", str(REPO / "examples" / "ci" / "gptbench-check.sh")], cwd=tmp_path, env=env,
+# stand-ins for the recipe's `python3 -m venv` and `pip`: the install step runs as written,
+# offline, and says what it would install; the tools it then runs are this environment's
+STUB_PYTHON3 = """#!/usr/bin/env bash
+[ "$1 $2" = "-m venv" ] || { echo "stub python3: only -m venv" >&2; exit 97; }
+mkdir -p "$3/bin" && : > "$3/bin/activate"
+"""
+STUB_PIP = """#!/usr/bin/env bash
+printf '%s|' "$@" >> "$PIP_LOG"; echo >> "$PIP_LOG"
+"""
+NUMPY_PLUGIN = REPO / "examples" / "numpy_plugin"
+
+
+def _run_recipe(cwd, tmp_path, pythonpath, **variables):
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name, text in (("python3", STUB_PYTHON3), ("pip", STUB_PIP)):
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "PIP_LOG": str(tmp_path / "pip.log"),
+           "PATH": os.pathsep.join([str(stubs), str(Path(sys.executable).parent), os.environ["PATH"]]), **variables}
+    env.pop("GPTBENCH_CI_NO_INSTALL", None)
+    proc = subprocess.run(["bash", str(REPO / "examples" / "ci" / "gptbench-check.sh")], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    installs = [line.split("|")[:-1] for line in (tmp_path / "pip.log").read_text().splitlines()]
+    return proc.stdout, installs
+
+
+def _constraints(ref="v0.1.0"):
+    return f"https://raw.githubusercontent.com/gptbench/gptbench/{ref}/constraints/cpu.txt"
+
+
+def test_the_ci_recipe_runs_on_the_torch_example_with_the_torch_extra(tmp_path):
+    """examples/ci/gptbench-check.sh with the example as the backend and EXTRA=torch: the
+    install step asks for gptbench's torch extra under the README's constraints, then check
+    in float32 and float64, the pytest plugin, train, and generate from the saved weights."""
+    out, installs = _run_recipe(tmp_path, tmp_path, [REPO], BACKEND=EXAMPLE, EXTRA="torch")
+    assert installs == [
+        ["install", "--quiet", "-c", _constraints(), "gptbench[dev,torch] @ git+https://github.com/gptbench/gptbench@v0.1.0"],
+        ["install", "--quiet", "-c", _constraints(), "."]]
     assert out.count("PASS: 95/95 checks") == 2  # float32 and float64
     assert "10 passed, 2 skipped" in out and "status ok" in out
     assert out.rstrip().splitlines()[-1].startswith("ab")  # the generated text, from the prompt
+
+
+def test_the_ci_recipe_runs_on_a_plugin_package_that_needs_no_extra(tmp_path):
+    """The NumPy plugin package (its own pyproject, an entry point, its framework as its own
+    dependency), installed as pip installs it; the recipe with EXTRA empty asks for no
+    gptbench extra (an empty EXTRA used to become torch) and proves the plugin by its name."""
+    src = shutil.copytree(NUMPY_PLUGIN, tmp_path / "plugin")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "--target", str(tmp_path / "site"), str(src)], check=True, capture_output=True, timeout=300)
+    out, installs = _run_recipe(src, tmp_path, [tmp_path / "site", REPO], BACKEND="numpy-plugin", EXTRA="",
+                                GPTBENCH_REF="abc1234")
+    assert installs == [
+        ["install", "--quiet", "-c", _constraints("abc1234"), "gptbench[dev] @ git+https://github.com/gptbench/gptbench@abc1234"],
+        ["install", "--quiet", "-c", _constraints("abc1234"), "."]]
+    assert re.search(r"numpy-plugin\s+│\s+yes", out)  # `gptbench backends` lists it by its entry point
+    passes = re.findall(r"^PASS: (\d+)/(\d+) checks$", out, re.M)
+    assert len(passes) == 2 and all(a == b for a, b in passes)  # float32 and float64, every level
+    assert "10 passed, 2 skipped" in out and "status ok" in out  # ops skipped: the reference has no op_vjp
+    assert out.rstrip().splitlines()[-1].startswith("ab")

@@ -4,12 +4,13 @@ on, steps past the budget are recorded as skipped, and pack.json holds every ste
 it ends."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from suite import gpu_pack
 from suite.cli import main
-from suite.gpu_pack import Outcome, Pack, Step, attention_ratios
+from suite.gpu_pack import Outcome, Pack, Step, attention_ratios, plan
 
 
 def test_the_dry_run_runs_every_step_of_the_plan_and_leaves_a_report_ready_run_directory(tmp_path):
@@ -107,3 +108,11 @@ def test_the_12_gb_card_is_the_inventorys_rtx4070():
     from suite import inventory
 
     assert gpu_pack.RTX4070_MB == inventory.load("rtx4070").gpu_budget_mb
+
+
+def test_a_command_step_that_reads_a_checkout_is_skipped_where_there_is_none(tmp_path):
+    """An installed gptbench has no tests/: the Triton kernel tests step says so instead of failing."""
+    pack = Pack(tmp_path, dry_run=True, budget_s=1000)
+    step = next(s for s in plan(dry_run=True) if s.name == "triton-kernel-tests")
+    assert step.needs_path.startswith("tests/triton") and pack.run_step(replace(step, needs_path="tests/no-such-folder"),
+                                                                 10).status == "skipped"

@@ -197,3 +197,32 @@ def test_the_simulated_pool_is_the_inventory(tmp_path, monkeypatch):
     assert json.loads(cmd[cmd.index("--resources") + 1]) == {"bench_slot": 1, "vram_gb": 12}
     assert "--num-gpus" not in cmd  # the sim's nodes say what they are, they have no GPU
     assert sim.node_names() == ["head", "lowram", "rtx4070"]
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="the cluster launcher syncs with rsync")
+def test_cluster_yaml_syncs_no_simulated_pool_and_no_token_but_the_pools_own(tmp_path):
+    """Every file mount of cluster.yaml, synced by rsync with its rsync_exclude as the launcher
+    passes it (one --exclude per pattern, for every mount): a checkout holding a simulated
+    pool's folder and token files arrives without them, and the pool's own token mount
+    (~/.ray/auth_token) still arrives."""
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    here, there = tmp_path / "here", tmp_path / "there"
+    checkout = here / "checkout"
+    files = {"suite/cli.py": "code", ".gptbench-sim/ray.token": "sim", ".gptbench-sim/sim.json": "{}",
+             ".gptbench-sim/head.log": "log", "elsewhere/pool/ray.token": "sim", "auth.token": "t",
+             "runs/x/auth_token": "t", "notes/auth_token": "t"}
+    for rel, text in files.items():
+        (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / rel).write_text(text)
+    (here / "home" / ".ray").mkdir(parents=True)
+    (here / "home" / ".ray" / "auth_token").write_text("the pool's")
+    excludes = [arg for pattern in cluster["rsync_exclude"] for arg in ("--exclude", pattern)]
+    for remote, local in cluster["file_mounts"].items():
+        source = checkout if local == "." else here / "home" / local.removeprefix("~/")
+        target = there / remote.removeprefix("~/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():  # as the launcher does: a folder's contents, into the folder
+            source, target = f"{source}/", f"{target}/"
+        subprocess.run(["rsync", "-a", *excludes, str(source), str(target)], check=True)
+    arrived = sorted(str(p.relative_to(there)) for p in there.rglob("*") if p.is_file())
+    assert arrived == [".ray/auth_token", "gptbench/suite/cli.py"]

@@ -129,7 +129,11 @@ def test_the_pool_head_refuses_a_job_without_the_token_and_runs_one_with_it(pool
 
     out = tmp_path / "run"  # absolute: the job runs in the head's copy of the working dir
     job_env = {**env, "RAY_AUTH_MODE": "token"}  # the token: ~/.ray/auth_token of this home
-    job = subprocess.run([RAY, "job", "submit", "--address", url, "--working-dir", ".", "--", "python", "-m", "suite",
+    # the uploaded working dir has no .git: the commit travels as docs/cluster.md says
+    code = subprocess.run([sys.executable, "-m", "suite", "--code-version"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    job = subprocess.run([RAY, "job", "submit", "--address", url, "--working-dir", ".", "--runtime-env-json",
+                          json.dumps({"env_vars": {"GPTBENCH_CODE_VERSION": code}}), "--", "python", "-m", "suite",
                           "run", "matrices/sim.yaml", "--address", "auto", "--out", str(out)],
                          env=job_env, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
@@ -139,6 +143,8 @@ def test_the_pool_head_refuses_a_job_without_the_token_and_runs_one_with_it(pool
         ("lowram", "train"): "no_host", ("lowram", "generate"): "no_host",
         ("rtx4070", "train"): "no_host", ("rtx4070", "generate"): "no_host"}
     assert records[("head", "train")]["node_labels"] == {"gptbench/class": "head"}
+    assert len(code) >= 40 and {(r["code_version"], (r.get("host") or {}).get("code_version", code),
+                                 r["worker_code_version"]) for r in records.values()} == {(code, code, None)}
 
 
 def test_without_the_token_the_pool_does_not_start(pool_home, tmp_path):

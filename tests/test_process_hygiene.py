@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from gptspec.errors import GptbenchError
 from suite import tempdirs
 from suite.cell import Cell
 from suite.record import Limits
@@ -63,7 +63,7 @@ def test_a_helper_left_behind_by_a_finished_cell_is_killed(escaping_cell):
     rec, hog = escaping_cell(hog_mb=10, steps=3, limits=Limits(timeout_s=120))
     assert rec["status"] == "ok", (rec["reason"], rec["traceback"])
     assert not _alive(hog)
-    mine = [p for p in Path(tempfile.gettempdir()).glob(f"{tempdirs.CELL_PREFIX}*")
+    mine = [p for p in tempdirs.private_parent().glob(f"{tempdirs.CELL_PREFIX}*")
             if (p / tempdirs.OWNER).is_file() and (p / tempdirs.OWNER).read_text().split()[0] == str(os.getpid())]
     assert not mine  # the cell's folder went with the cell
 
@@ -71,6 +71,7 @@ def test_a_helper_left_behind_by_a_finished_cell_is_killed(escaping_cell):
 # --- after a SIGKILL: the next owner sweeps -----------------------------------------------------
 OWNER = """
 import os, subprocess, sys, time
+from gptspec.errors import GptbenchError
 from suite import tempdirs
 folder = tempdirs.make(sys.argv[1], sys.argv[2])
 env = {**os.environ, tempdirs.MARKER: str(folder)}
@@ -108,6 +109,70 @@ def test_sweep_ends_what_a_killed_owner_left_and_touches_nothing_else(tmp_path):
         bystander.wait()
 
 
+NOBODY = 65534
+
+
+def _as_nobody():
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's folders and processes needs root")
+
+
+def test_temp_folders_live_in_a_parent_only_their_user_can_enter(tmp_path):
+    folder = tempdirs.make("gbr", str(tmp_path))
+    parent = tmp_path / f"gptbench-{os.getuid()}"
+    assert folder.parent == parent
+    assert parent.stat().st_mode & 0o777 == 0o700 and parent.stat().st_uid == os.getuid()
+    folder.chmod(0o777)  # what Ray does to its temp folder
+    if os.geteuid() == 0:  # another user cannot list, enter or write into it
+        probe = subprocess.run(["ls", str(folder)], preexec_fn=_as_nobody, capture_output=True, text=True)
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr, probe.stderr
+
+
+def test_a_parent_that_is_not_the_users_own_folder_is_refused(tmp_path):
+    parent = tmp_path / f"gptbench-{os.getuid()}"
+    parent.symlink_to(tmp_path)
+    with pytest.raises(GptbenchError, match="is a link, not a folder of yours"):
+        tempdirs.make("gbr", str(tmp_path))
+    parent.unlink()
+    parent.mkdir(mode=0o755)
+    tempdirs.make("gbr", str(tmp_path))  # ours but open: closed
+    assert parent.stat().st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:
+        os.chown(parent, NOBODY, NOBODY)  # planted by another user
+        with pytest.raises(GptbenchError, match=f"is owned by uid {NOBODY}, not a folder of yours"):
+            tempdirs.sweep("gbr", str(tmp_path))
+
+
+@root_only
+def test_another_users_folder_and_processes_are_never_swept(tmp_path):
+    """A folder whose owner is dead but which belongs to another user, or whose OWNER file
+    does, stays; a process of another user carrying the marker of a dead owner's folder of
+    ours is not signalled (root reads every process's environment)."""
+    theirs, helper = _killed_owner(tmp_path, "gbr")
+    for path in (theirs, theirs / tempdirs.OWNER):
+        os.chown(path, NOBODY, NOBODY)
+    planted, planted_helper = _killed_owner(tmp_path, "gbr")
+    os.chown(planted / tempdirs.OWNER, NOBODY, NOBODY)  # its word is another user's
+    ours, ours_helper = _killed_owner(tmp_path, "gbr")
+    stranger = subprocess.Popen(["sleep", "3600"], preexec_fn=_as_nobody,  # this Python is root's alone
+                                env={**os.environ, tempdirs.MARKER: str(ours)})
+    try:
+        assert tempdirs.owner_alive(theirs) is None and tempdirs.owner_alive(planted) is None
+        assert tempdirs.sweep("gbr", str(tmp_path)) == [ours]
+        assert not ours.exists() and not _alive(ours_helper)
+        assert theirs.is_dir() and planted.is_dir() and stranger.poll() is None
+        assert _alive(helper) and _alive(planted_helper)  # their folders were not swept: nor their processes
+    finally:
+        stranger.kill()
+        stranger.wait()
+        for pid in (helper, planted_helper, ours_helper):
+            if _alive(pid):
+                psutil.Process(pid).kill()
+
+
 def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
     folder = tempdirs.make("gbr", str(tmp_path))
     pid, _ = (folder / tempdirs.OWNER).read_text().split()
@@ -122,7 +187,7 @@ def test_the_next_cell_sweeps_what_a_killed_runner_left(tmp_path, monkeypatch):
     rec = run_cell(Cell.make("numpy", "train", "tiny", options={"steps": 2}), Limits(timeout_s=120)).to_dict()
     assert rec["status"] == "ok"
     assert not folder.exists() and not _alive(helper)
-    assert not list(tmp_path.glob(f"{tempdirs.CELL_PREFIX}*"))  # and its own folder is gone too
+    assert not list(tempdirs.private_parent(str(tmp_path)).glob(f"{tempdirs.CELL_PREFIX}*"))  # its own is gone too
 
 
 def test_a_killed_driver_leaves_nothing_after_the_next_run_starts(tmp_path):
@@ -160,9 +225,10 @@ def _kill_and_sweep(driver, home, env, tmp_path):
         cells = [p for p in psutil.Process(driver.pid).children(recursive=True) if _is_cell(p)]
         time.sleep(0.2)
     assert cells, "no cell started"
-    [folder] = [p for p in Path("/tmp").glob(f"{tempdirs.DRIVER_PREFIX}*")
+    [folder] = [p for p in tempdirs.private_parent("/tmp").glob(f"{tempdirs.DRIVER_PREFIX}*")
                 if (p / tempdirs.OWNER).is_file() and (p / tempdirs.OWNER).read_text().split()[0] == str(driver.pid)]
     assert (folder / "auth_token").stat().st_mode & 0o777 == 0o600  # the local Ray's own token
+    assert folder.parent.stat().st_mode & 0o777 == 0o700  # in a parent no other user can enter
     assert not (home / ".ray").exists()
     left = tempdirs.marked(folder)
     pids = {p.pid for p in left}

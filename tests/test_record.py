@@ -35,7 +35,7 @@ def test_driver_and_runner_records_have_the_same_keys_and_the_limits_as_one_obje
     driver = Record.from_driver(cell, "id", "v1", limits, "no_host", "no node")
     assert list(runner.to_dict()) == list(driver.to_dict())
     for rec in (runner.to_dict(), driver.to_dict()):
-        assert rec["schema_version"] == SCHEMA_VERSION == 2
+        assert rec["schema_version"] == SCHEMA_VERSION == 3
         assert (rec["budget_mb"], rec["timeout_s"], rec["threads"]) == (700, 60, 1)
         assert rec["options"] == {"steps": 2} and rec["memory_estimate_mb"] > 0
     assert runner.cell_id == cell.cell_id("v1") and driver.status == "no_host" and driver.ended

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from workloads.conformance.report_card import Report, compare
+from workloads.conformance.report_card import Report, compare, describe
 from workloads.conformance.tolerances import TOLERANCES, Tolerance
 
 TOL = Tolerance(atol=1e-4, rtol=1e-4, norm_rtol=1e-5)
@@ -56,3 +56,14 @@ def test_every_dtype_has_every_kind_and_more_precision_has_tighter_bounds():
     for kind in kinds:
         f64, f32, f16, bf16 = (TOLERANCES[d][kind].norm_rtol for d in ("float64", "float32", "float16", "bfloat16"))
         assert f64 < f32 < min(f16, bf16) and max(f16, bf16) < 1
+
+
+def test_a_step_level_failure_names_its_step():
+    """The step level compares per-step grad norms, then every parameter after its last update:
+    either failure says which step (a per-step row also says where it is worst)."""
+    norms = np.array([1.0, 0.9, 0.8])
+    row = compare("step", "step.grad_norm", norms * np.array([1, 1, 1.01]), norms, TOL)
+    assert describe(row).startswith("step.grad_norm from step 2; worst at step 2: 0.808 vs reference 0.8")
+    param = compare("step", "step.wte.weight", REF + np.eye(4, 5) * 1e-2, REF, TOL)
+    assert describe(param).startswith("step.wte.weight after step 2 (the last of 3 AdamW steps), from index (0, 0)")
+    assert "after step" not in describe(compare("step0", "grad.wte.weight", REF + 1e-2, REF, TOL))

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 from plotly.offline import get_plotlyjs
-from report_runs import rerun_records, run_a_records, scaled, thousand, write_run
+from report_runs import repeated, rerun_records, run_a_records, scaled, thousand, write_run
 
 import reports
 from reports import figures
@@ -370,50 +370,115 @@ def test_tables_failures_cards_samples_environment(page, records):
 
 
 # --- compare ------------------------------------------------------------------------------
-def test_doubled_speed_is_flagged_with_ratio_b_over_a(run_a, tmp_path):
-    fast = write_run(tmp_path / "fast", scaled(list(run_a_records()), 2.0))
-    metrics, changes = compare_runs(load_run(run_a), load_run(fast))
+def test_doubled_speed_over_repeats_is_flagged_once_per_change(run_a, tmp_path):
+    a = write_run(tmp_path / "a3", repeated(list(run_a_records())))
+    fast = write_run(tmp_path / "fast3", repeated(scaled(list(run_a_records()), 2.0)))
+    metrics, changes = compare_runs(load_run(a), load_run(fast))
     assert changes.empty
-    tps = metrics[metrics.metric == "tokens_per_s"]
-    assert len(tps) == 2 and tps.ratio.tolist() == pytest.approx([2.0, 2.0])
-    for metric in ("step_ms", "token_ms", "attention_ms"):
+    # (these short cells reach no target: time_to_target_s is compared in the hand-computed case)
+    assert set(metrics.metric) == {"tokens_per_s", "final_val_loss", "peak_rss_mb", "decode_tokens_per_s",
+                                   "time_to_first_token_ms", "attention_ms"}
+    assert not {"step_ms", "token_ms"} & set(metrics.metric)  # a rate's reciprocal is the same change
+    for metric, ratio in (("tokens_per_s", 2.0), ("decode_tokens_per_s", 2.0), ("time_to_first_token_ms", 0.5),
+                          ("attention_ms", 0.5)):
         sel = metrics[metrics.metric == metric]
-        assert not sel.empty and sel.ratio.tolist() == pytest.approx([0.5] * len(sel))
-    # B's quartiles are A's times 2 (rates) or / 2 (times): the IQRs are disjoint, hence
-    # flagged, exactly where A's own spread q3/q1 is under 2x. A 2x change inside a noisier
-    # cell (a load spike on a shared machine) is within its noise and is not flagged.
-    timed = metrics[metrics.metric.isin(["tokens_per_s", "step_ms", "token_ms", "attention_ms"])]
-    # (an interval median ± IQR/2 that reaches below zero overlaps anything halved)
-    assert timed.flagged.equals((timed.a_low > 0) & (timed.a_high / timed.a_low < 2.0))
-    once = metrics[metrics.metric.isin(["peak_rss_mb", "final_val_loss", "time_to_first_token_ms"])]
-    assert not once.empty and not once.flagged.any()  # no measured noise: never flagged
+        assert not sel.empty and sel.ratio.tolist() == pytest.approx([ratio] * len(sel)), metric
+        assert sel.flagged.all() and (sel.repeats_a == 3).all() and (sel.repeats_b == 3).all()
+        # 3 repeats a side: the interval is [min B / max A, max B / min A] = ratio x [0.97/1.03, 1.03/0.97]
+        assert sel.low.tolist() == pytest.approx([ratio * 0.97 / 1.03] * len(sel))
+        assert sel.high.tolist() == pytest.approx([ratio * 1.03 / 0.97] * len(sel))
+    same = metrics[metrics.metric.isin(["peak_rss_mb", "final_val_loss"])]
+    assert not same.empty and not same.flagged.any() and same.ratio.tolist() == pytest.approx([1.0] * len(same))
 
-    html = reports.write_report(run_a, tmp_path / "cmp.html", compare=fast).read_text()
+    html = reports.write_report(a, tmp_path / "cmp.html", compare=fast).read_text()
     fig, = by_title(html, "Run B / run A")
     assert len(fig["data"][0]["x"]) == len(metrics)
-    assert f'{int(metrics.flagged.sum())} flagged' in html
+    assert fig["layout"]["xaxis"]["side"] == "top"
+    assert all(y.startswith(h + " · ") for y, h in zip(fig["data"][0]["y"], metrics.host_a))  # rows name the host
+    assert f"{int(metrics.flagged.sum())} flagged" in html
 
 
-def test_the_ratio_interval_and_flag_of_a_hand_computed_case():
-    from reports.compare import _row
-
-    # A: median 100 with quartiles [90, 110]; B: 150 with [140, 165] (a rate: higher is B faster)
-    row = _row("w", "tokens_per_s", (100.0, 90.0, 110.0), (150.0, 140.0, 165.0), "a", "b")
-    assert row["ratio"] == pytest.approx(1.5)
-    assert (row["ratio_low"], row["ratio_high"]) == pytest.approx((140 / 110, 165 / 90))  # 1.2727, 1.8333
-    assert row["flagged"]  # B's lowest quartile 140 is above A's highest, 110
-    row = _row("w", "tokens_per_s", (100.0, 90.0, 110.0), (104.0, 105.0, 120.0), "a", "b")
-    assert (row["ratio_low"], row["ratio_high"]) == pytest.approx((105 / 110, 120 / 90)) and not row["flagged"]
-    row = _row("w", "peak_rss_mb", (100.0, np.nan, np.nan), (150.0, np.nan, np.nan), "a", "b")
-    assert row["ratio_low"] == row["ratio_high"] == pytest.approx(1.5) and not row["flagged"]  # measured once
+def test_one_repeat_a_side_shows_the_ratio_and_never_flags_it(run_a, tmp_path):
+    fast = write_run(tmp_path / "fast", scaled(list(run_a_records()), 2.0))
+    metrics, _ = compare_runs(load_run(run_a), load_run(fast))
+    tps = metrics[metrics.metric == "tokens_per_s"]
+    assert len(tps) == 2 and tps.ratio.tolist() == pytest.approx([2.0, 2.0])
+    assert not metrics.flagged.any() and metrics.low.isna().all()
+    assert set(metrics.note) == {"one repeat: no run-to-run noise known, never flagged"}
 
 
-def test_run_compared_with_itself_flags_nothing(run_a):
-    metrics, changes = compare_runs(load_run(run_a), load_run(run_a))
+def test_the_ratio_interval_and_flag_of_a_hand_computed_case(run_a, tmp_path):
+    train = next(r for r in run_a_records() if r["workload"] == "train" and r["status"] == "ok")
+
+    def run(name, values):
+        recs = []
+        for i, v in enumerate(values):
+            r = json.loads(json.dumps(train))
+            r.update(cell_id=f"{name}{i}", options={**r["options"], "repeat": i}, contended=False)
+            r["metrics"].update(tokens_per_s=v, time_to_target_s=1000.0 / v)
+            recs.append(r)
+        return load_run(write_run(tmp_path / name, recs))
+
+    metrics, _ = compare_runs(run("a", [95.0, 100.0, 105.0]), run("b", [150.0, 140.0, 160.0]))
+    row = metrics[metrics.metric == "tokens_per_s"].iloc[0]
+    assert (row.ratio, row.low, row.high) == pytest.approx((1.5, 140 / 105, 160 / 95)) and row.flagged
+    ttt = metrics[metrics.metric == "time_to_target_s"].iloc[0]  # the time to target: its reciprocal here
+    assert (ttt.ratio, ttt.low, ttt.high) == pytest.approx((1 / 1.5, 95 / 160, 105 / 140)) and ttt.flagged
+    # overlapping repeats: B's slowest (104) is below A's fastest (105)
+    metrics, _ = compare_runs(run("a", [95.0, 100.0, 105.0]), run("c", [104.0, 112.0, 118.0]))
+    row = metrics[metrics.metric == "tokens_per_s"].iloc[0]
+    assert (row.low, row.high) == pytest.approx((104 / 105, 118 / 95)) and not row.flagged
+    # disjoint, but less than 5% beyond 1: no change is called below the minimum effect
+    metrics, _ = compare_runs(run("a", [99.0, 100.0, 101.0]), run("d", [103.0, 104.0, 105.0]))
+    assert not metrics[metrics.metric == "tokens_per_s"].iloc[0].flagged
+
+
+def test_a_change_measured_under_contention_is_not_called_unless_asked(run_a, tmp_path):
+    a = write_run(tmp_path / "a", repeated(list(run_a_records())))
+    slow = repeated(scaled(list(run_a_records()), 0.5))
+    for r in slow:
+        r["contended"] = True
+    b = write_run(tmp_path / "b", slow)
+    metrics, _ = compare_runs(load_run(a), load_run(b))
+    timed = metrics[metrics.metric == "tokens_per_s"]
+    assert timed.contended.all() and not metrics.flagged.any()
+    assert timed.note.str.startswith("measured under contention").all()
+    metrics, _ = compare_runs(load_run(a), load_run(b), include_contended=True)
+    assert metrics[metrics.metric == "tokens_per_s"].flagged.all()
+
+
+def test_run_compared_with_itself_flags_nothing(run_a, tmp_path):
+    a = write_run(tmp_path / "a", repeated(list(run_a_records())))
+    metrics, changes = compare_runs(load_run(a), load_run(a))
     assert changes.empty and not metrics.flagged.any() and metrics.ratio.tolist() == pytest.approx([1.0] * len(metrics))
 
 
-def test_two_real_runs_of_the_same_code_follow_the_noise_rule(run_a, tmp_path):
+def test_compare_prints_a_summary_sorted_by_effect_and_writes_json(run_a, tmp_path, capsys):
+    a = write_run(tmp_path / "a", repeated(list(run_a_records())))
+    recs = repeated(list(run_a_records()))
+    for r in recs:  # float64 training 3x slower; everything else as it was
+        if r["workload"] == "train" and r["dtype"] == "float64":
+            r["metrics"]["tokens_per_s"] /= 3
+    b = write_run(tmp_path / "b", recs)
+    out = tmp_path / "cmp.json"
+    assert main(["report", str(a), "--compare", str(b), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("  ")]
+    assert "1 flagged" in printed and lines[0].lstrip().startswith("CHANGED")
+    assert "train numpy tiny float64 cpu · tokens_per_s: B/A 0.333" in lines[0]
+    doc = json.loads(out.read_text())
+    flagged = [d for d in doc if d["flagged"]]
+    assert len(flagged) == 1 and flagged[0]["metric"] == "tokens_per_s"
+    assert flagged[0]["cell"] == {"workload": "train", "backend": "numpy", "spec": "tiny", "dtype": "float64",
+                                  "device": "cpu", "host": flagged[0]["cell"]["host"],
+                                  "host_b": flagged[0]["cell"]["host"]}
+    assert flagged[0]["ratio"] == pytest.approx(1 / 3) and flagged[0]["high"] < 1 / 1.05
+    assert main(["report", str(a), "--compare", str(b), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
+    assert main(["report", str(a), "--json", str(out)]) == 2  # a comparison needs its B
+
+
+def test_two_real_runs_of_the_same_code_flag_nothing_with_one_repeat(run_a, tmp_path):
     again = list(rerun_records())
     b = write_run(tmp_path / "b", again)
     metrics, changes = compare_runs(load_run(run_a), load_run(b))
@@ -421,13 +486,9 @@ def test_two_real_runs_of_the_same_code_follow_the_noise_rule(run_a, tmp_path):
     a_train = next(r for r in run_a_records() if r["workload"] == "train" and r["dtype"] == "float64")
     b_train = next(r for r in again if r["workload"] == "train" and r["dtype"] == "float64")
     row = metrics[(metrics.metric == "tokens_per_s") & metrics.what.str.contains("float64")].iloc[0]
-    ma, mb = a_train["metrics"], b_train["metrics"]
-    assert row.ratio == pytest.approx(mb["tokens_per_s"] / ma["tokens_per_s"])
-    disjoint = mb["tokens_per_s_q3"] < ma["tokens_per_s_q1"] or mb["tokens_per_s_q1"] > ma["tokens_per_s_q3"]
-    assert row.flagged == disjoint
-    # every flag, in every metric, is an IQR pair that does not overlap
-    assert metrics.flagged.equals((metrics.b_high < metrics.a_low) | (metrics.b_low > metrics.a_high))
-    print(f"same code, two runs: {int(metrics.flagged.sum())}/{len(metrics)} metrics beyond the IQR noise rule")
+    assert row.ratio == pytest.approx(b_train["metrics"]["tokens_per_s"] / a_train["metrics"]["tokens_per_s"])
+    assert not metrics.flagged.any()
+    print(f"same code, two runs, one repeat each: {int(metrics.flagged.sum())}/{len(metrics)} metrics flagged")
 
 
 def test_status_change_is_listed(run_a, tmp_path):

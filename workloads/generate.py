@@ -55,13 +55,13 @@ OPTIONS = (
 )
 # the scalars of run()'s metrics; the rest: token_ms (one per new token), prompt_text, sample_text
 METRICS = (
-    Metric("decode_tokens_per_s", "tokens/s", "batch_size per median token time, after warm-up",
+    Metric("decode_tokens_per_s", "tokens/s", "batch_size per median token time, after warm-up", compare=True,
            summary="decode tokens/s {:,.0f}"),
     Metric("time_to_first_token_ms", "ms", "prompt prefill, after warm-up", compare=True,
            summary="time to first token {:.1f} ms"),
     Metric("token_ms", "ms", "median per-token latency (sampling + one step through the KV cache); the report "
            "takes its quartiles from token_ms", key="token_ms_median", samples=lambda m: m.get("token_ms"),
-           compare=True, summary="per token {:.2f} ms"),
+           summary="per token {:.2f} ms"),
     Metric("tokens_per_s", "tokens/s", "every new token over total_s (prefill included, compilation not)"),
     Metric("token_ms_iqr", "ms", "interquartile range of the per-token times"),
     Metric("token_ms_max", "ms", "the slowest token"),
@@ -74,7 +74,8 @@ METRICS = (
     Metric("new_tokens", "tokens", "per sequence"),
     Metric("prompt_tokens", "tokens", "per sequence"),
     Metric("batch_size", "sequences", "sampled together"),
-    Metric("pretrain_s", "s", "pretraining's wall time (pretrain_steps)"),
+    Metric("pretrain_s", "s", "pretraining's wall time in this cell (pretrain_steps; 0 when the host's cache held "
+           "the weights: pretrain_cached)"),
     Metric("pretrain_val_loss", "nats", "validation loss of the pretrained weights"),
     Metric("entropy_floor", "nats", "synthetic corpus: the true source's expected loss on block_size-token blocks"),
 )
@@ -101,17 +102,68 @@ def _weights(opts, spec, corpus, seed) -> tuple[dict, dict]:
         return load_safetensors(opts["weights"], spec)[1], {}
     if not opts["pretrain_steps"]:
         return init_params(spec, seed), {}
+    return pretrained(spec, corpus, opts["pretrain_steps"], seed)
+
+
+# what the pretrained weights are a function of, besides the inputs in the key: this code
+_PRETRAIN_CODE = ("backends/numpy_ref.py", "gptspec/optim.py", "gptspec/weights.py", "gptspec/data.py",
+                  "gptspec/spec.py", "workloads/train.py")
+
+
+def _pretrain_key(spec, corpus, cfg) -> str:
+    import hashlib
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(json.dumps({"spec": spec.to_dict(), "corpus": corpus.describe(), "config": asdict(cfg)},
+                                  sort_keys=True, default=str).encode())
+    for name in _PRETRAIN_CODE:
+        h.update((root / name).read_bytes())
+    return h.hexdigest()[:24]
+
+
+def pretrained(spec, corpus, steps: int, seed: int) -> tuple[dict, dict]:
+    """(params, metrics) of the NumPy reference trained `steps` steps from the seed's init:
+    trained once per host and kept by the hash of everything they are a function of
+    (spec, corpus, training config, the reference's code) in the cache folder, so every
+    generate cell of a run, whichever backend, samples from the same weights without
+    training them again. metrics: pretrain_s (this cell's pretraining, 0 when cached),
+    pretrain_cached, pretrain_val_loss, weights_sha256 (the weights' bytes: the same in
+    every cell that shares them)."""
+    import hashlib
+    import json
+
     from backends.numpy_ref import NumpyBackend
+    from gptspec.files import cache_dir
+    from gptspec.weights import WeightsError, load_with_metadata, save_safetensors
     from workloads.train import config_for, train
 
-    ref = NumpyBackend(spec, dtype="float32")
-    cfg = config_for(spec.name, steps=opts["pretrain_steps"], seed=seed, eval_interval=0)
-    t0 = time.perf_counter()
-    m = train(ref, corpus, cfg)
-    out = {"pretrain_s": time.perf_counter() - t0, "pretrain_val_loss": m["final_val_loss"]}
-    if "entropy_floor" in m:
-        out["entropy_floor"] = m["entropy_floor"]
-    return ref.state(), out
+    cfg = config_for(spec.name, steps=steps, seed=seed, eval_interval=0)
+    path = cache_dir() / "pretrained" / f"{spec.name}-{_pretrain_key(spec, corpus, cfg)}.safetensors"
+    params = None
+    if path.is_file():
+        try:
+            _, params, meta = load_with_metadata(path, spec)
+            out = {**json.loads(meta["pretrain"]), "pretrain_s": 0.0, "pretrain_cached": True}
+        except (WeightsError, KeyError, ValueError):
+            params = None  # a damaged cache entry is trained again and replaced
+    if params is None:
+        ref = NumpyBackend(spec, dtype="float32")
+        t0 = time.perf_counter()
+        m = train(ref, corpus, cfg)
+        out = {"pretrain_val_loss": m["final_val_loss"]}
+        if "entropy_floor" in m:
+            out["entropy_floor"] = m["entropy_floor"]
+        params = ref.state()
+        save_safetensors(path, params, spec, extra_metadata={"pretrain": out})
+        out.update(pretrain_s=time.perf_counter() - t0, pretrain_cached=False)
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        digest.update(name.encode() + np.ascontiguousarray(params[name]).tobytes())
+    out["weights_sha256"] = digest.hexdigest()[:16]
+    return params, out
 
 
 def run(backend, cell) -> dict:

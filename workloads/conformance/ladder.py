@@ -36,13 +36,12 @@ from backends.numpy_ref import NumpyBackend
 from gptspec.data import BatchSampler, MarkovSource, load_corpus
 from gptspec.weights import init_params
 from workloads.conformance import DEFAULT_BATCH, DEFAULT_STEPS
-from workloads.conformance.report_card import Report, Row, compare, failed_row
+from workloads.conformance.report_card import STEP_STEPS, Report, Row, compare, failed_row
 from workloads.conformance.tolerances import tolerance
 from workloads.train import config_for
 
 LEVELS = ("ops", "step0", "eval", "step", "trajectory", "generate")
 PERTURB = 0.02  # the init's own scale: moves biases off 0 and LayerNorm weights off 1
-STEP_STEPS = 3  # the step level's updates
 # generation weights: init + this much noise gives logits with a spread of a few nats, so
 # greedy decoding does not repeat one token and every position's logits matter
 GENERATE_PERTURB = 0.3

@@ -11,6 +11,8 @@ import numpy as np
 
 from workloads.conformance.tolerances import Tolerance
 
+STEP_STEPS = 3  # the step level's AdamW updates (ladder.check_step), named in its failures
+
 
 @dataclass
 class Row:
@@ -128,18 +130,22 @@ class Report:
 
 
 def describe(r: Row) -> str:
-    """One line naming the tensor (or step), where it is worst, and by how much."""
+    """One line naming the tensor, the step, where it is worst, and by how much."""
     if r.worst_index is None:
         return f"{r.name}: {r.note}"
+    per_step = r.name in ("trajectory.loss", "step.grad_norm")  # one value per step
     if r.first_bad is None:
         where = "(every element within bounds, the norm is not)"
-    elif r.name in ("trajectory.loss", "step.grad_norm"):
+    elif per_step:
         where = f"from step {r.first_bad[0]}"
     elif r.level == "generate":  # (step, batch row[, vocabulary id])
         where = f"from generated token {r.first_bad[0]} (batch row {r.first_bad[1]})"
     else:
         where = f"from index {r.first_bad}"
-    return (f"{r.name} {where}; worst index {r.worst_index}: {r.worst_value:.6g} vs reference "
+    if r.level == "step" and not per_step:  # a parameter, compared once the step level's updates are done
+        where = f"after step {STEP_STEPS - 1} (the last of {STEP_STEPS} AdamW steps), {where}"
+    worst = f"worst at step {r.worst_index[0]}" if per_step else f"worst index {r.worst_index}"
+    return (f"{r.name} {where}; {worst}: {r.worst_value:.6g} vs reference "
             f"{r.worst_ref:.6g}; norm_rel {r.norm_rel:.2e} (limit {r.tol.norm_rtol:.0e})"
             + (f"; {r.note}" if r.note else ""))
 

@@ -1,0 +1,1 @@
+"""An example gptbench backend plugin package (examples/numpy_plugin/README.md)."""
