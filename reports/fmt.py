@@ -1,5 +1,5 @@
-"""One number format per unit, for every table of the report and the headline: a reader
-compares numbers across sections only when they are written alike.
+"""One number format per unit, for every table of the report (and for the headline to use):
+a reader compares numbers across sections only when they are written alike.
 
 Rules: three significant figures with thousands separators (142,345 tokens/s -> "142,000";
 4,161 -> "4,160"; 0.05801 -> "0.0580"); MFU and other fractions as percent with two
