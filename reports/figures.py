@@ -186,7 +186,8 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
             label, series = cell.label[cell_id], cell.series[cell_id]
             va = c[(c.kind == "val") & c.seconds.notna() & c.loss.notna()]
             if not va.empty:
-                val_time.extend(series, _clean(va.seconds), _clean(va.loss), [[label, s] for s in va.step.tolist()])
+                val_time.extend(series, _clean(va.seconds), _clean(va.loss),
+                                [[label, s, cell_id] for s in va.step.tolist()])
             if cell_id in hidden:
                 continue
             members = first_of.get(cell_id, [cell_id])
@@ -194,14 +195,14 @@ def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
             by_step.colour.setdefault(name, colours[series])
             tr = c[c.kind == "train"]
             steps, ys = _thin(tr.step.tolist(), _clean(tr.loss))
-            train_step.extend(name, steps, ys, [_alike([cell.label[i] for i in members])] * len(steps))
+            train_step.extend(name, steps, ys, [f"{_alike([cell.label[i] for i in members])} ({cell_id})"] * len(steps))
             va = c[c.kind == "val"]
             if marked and not va.empty:
                 val_step.extend(name, va.step.tolist(), _clean(va.loss), [cell.label[cell_id]] * len(va))
         val_time.add_to(by_time, key, dict(
             type="scatter", mode=mode, line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
             hovertemplate="%{customdata[0]}<br>%{x:,.3r} s (step %{customdata[1]})<br>validation %{y:.4f}"
-                          "<extra></extra>"))
+                          "<extra>%{customdata[2]}</extra>"))
         train_step.add_to(by_step, key, dict(type="scatter", mode="lines", line=dict(width=1.5),
                                              hovertemplate="%{customdata}<br>step %{x}<br>loss %{y:.4f}<extra></extra>"))
         val_step.add_to(by_step, key, dict(type="scatter", mode="markers",
