@@ -1,6 +1,6 @@
-"""HTML reports of a run directory (docs/reports.md): one self-contained offline page with
-status, loss, throughput, MFU, memory, attention, conformance, samples and environment;
-a comparison of two runs; exports of the records as CSV and Parquet.
+"""HTML reports of a run directory (docs/reports.md): one offline page (plotly.js beside it,
+shared by the folder's pages) with status, loss, throughput, MFU, memory, attention,
+conformance, samples and environment; a comparison of two runs; exports of the records as CSV and Parquet.
 
 Needs the `report` extra (pandas, plotly, pyarrow); nothing here is imported by a cell.
 """
@@ -18,6 +18,7 @@ def write_report(run, out_path=None, compare=None, include_contended=False, comp
     against run `compare` (its B: a directory or a Run) first, and return its path. Default:
     RUN_DIR/report.html, or RUN_DIR/compare-<B's name>.html. comparison: compare_runs' result
     when the caller has it already (the CLI prints and exports it too)."""
+    from reports.html import PLOTLY_JS, write_plotly
     from reports.load import Run, load_run
     from reports.report import build
 
@@ -28,9 +29,12 @@ def write_report(run, out_path=None, compare=None, include_contended=False, comp
         out_path = a.path / name
     out_path = Path(out_path)
     page = build(a, b, include_contended, comparison)
-    try:  # whole or not at all: a full disk leaves the previous page (or none), never half of one
-        write_text_atomic(out_path, page)
-    except OSError as e:
-        raise GptbenchError(f"cannot write {out_path} ({e.strerror or e}); the run's records are untouched. "
-                            f"Free space (or give -o elsewhere), then `gptbench report {a.path}`.") from None
+    # plotly.js first: a page never names a file that is not there
+    for path, write in ((out_path.parent / PLOTLY_JS, lambda: write_plotly(out_path.parent)),
+                        (out_path, lambda: write_text_atomic(out_path, page))):
+        try:  # whole or not at all: a full disk leaves the previous page (or none), never half of one
+            write()
+        except OSError as e:
+            raise GptbenchError(f"cannot write {path} ({e.strerror or e}); the run's records are untouched. "
+                                f"Free space (or give -o elsewhere), then `gptbench report {a.path}`.") from None
     return out_path

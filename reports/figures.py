@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from reports.facets import Facets
+from reports.facets import Facets, colours_for
 from reports.load import STATUS_ORDER, STATUS_RANK, worst_status
 
 STATUS_COLOURS = {"ok": "#2ca02c", "unavailable": "#bdbdbd", "no_host": "#9e9e9e", "nonconformant": "#9467bd",
@@ -22,6 +22,12 @@ STATUS_COLOURS = {"ok": "#2ca02c", "unavailable": "#bdbdbd", "no_host": "#9e9e9e
 # page stays small; validation points are never thinned
 MAX_CURVE_POINTS = 400
 HEIGHT = 380
+# validation losses this close at every evaluation are one curve in the step figure (and the
+# caption says so): under a pixel of a loss axis a few nats tall, far under the run-to-run
+# drift of float32 training (backends computing the same function differ by ~0.003 after 400 steps)
+COINCIDE_NATS = 0.005
+MAX_BOX_POINTS = 200
+MAX_MARKED_CURVES = 60
 
 
 def _layout(fig: go.Figure, **kw) -> go.Figure:
@@ -37,8 +43,8 @@ def _clean(values) -> list:
 
 
 def status_grid(cells: pd.DataFrame) -> list:
-    """Host x (backend, workload), coloured by the worst status of the cells in each square;
-    the text lists the counts per status."""
+    """Host x (backend, workload), coloured by the worst status of the cells in each square
+    (STATUS_COLOURS); the text lists the counts per status."""
     if cells.empty:
         return []
     cols = sorted({(b, w) for b, w in zip(cells.backend, cells.workload)}, key=lambda t: (t[1], t[0]))
@@ -66,7 +72,7 @@ def status_grid(cells: pd.DataFrame) -> list:
     fig = go.Figure(go.Heatmap(
         z=z, x=[f"{w}<br>{b}" for b, w in cols], y=hosts, text=text, texttemplate="%{text}",
         colorscale=scale, zmin=-0.5, zmax=n - 0.5, xgap=2, ygap=2, hovertemplate="%{y}<br>%{x}<br>%{text}<extra></extra>",
-        colorbar=dict(tickvals=list(range(n)), ticktext=list(STATUS_ORDER), title="worst status")))
+        showscale=False))  # the key is the page's row of status chips (report.py): a colour bar's 8 labels overlap
     _layout(fig, height=max(220, 90 + 60 * len(hosts)), xaxis=dict(side="top"), yaxis=dict(autorange="reversed"))
     return [("Status: host x workload x backend", fig)]
 
@@ -81,37 +87,142 @@ def _thin(steps: list, losses: list) -> tuple[list, list]:
     return [steps[i] for i in idx], [losses[i] for i in idx]
 
 
+def coinciding(losses: pd.DataFrame, tol: float = COINCIDE_NATS) -> list[tuple[list[str], float]]:
+    """Groups (two or more) of a panel's cells whose validation losses agree within `tol` at
+    every evaluation (the same steps): the same function computed, whichever backend; drawn
+    apart they would hide each other. Each: (cell ids in the frame's order, the largest spread
+    between them at any evaluation)."""
+    val = losses[losses.kind == "val"]
+    groups: list[tuple[tuple, np.ndarray, list[str], np.ndarray, np.ndarray]] = []
+    for cell_id, c in val.groupby("cell_id", sort=False):
+        steps, ys = tuple(c.step), c.loss.to_numpy(dtype=float)
+        if not steps or not np.isfinite(ys).all():
+            continue
+        for g_steps, anchor, ids, lo, hi in groups:
+            if g_steps == steps and np.abs(ys - anchor).max() <= tol:
+                ids.append(cell_id)
+                np.minimum(lo, ys, out=lo)
+                np.maximum(hi, ys, out=hi)
+                break
+        else:
+            groups.append((steps, ys, [cell_id], ys.copy(), ys.copy()))
+    return [(ids, float((hi - lo).max())) for _, _, ids, lo, hi in groups if len(ids) > 1]
+
+
+def _alike(labels: list[str]) -> str:
+    """One name for coinciding cells: "numpy = torch = jax float32" (a shared last word once)."""
+    words = [lab.rsplit(" ", 1) for lab in labels]
+    if all(len(w) == 2 for w in words) and len({w[1] for w in words}) == 1:
+        return " = ".join(w[0] for w in words) + " " + words[0][1]
+    return " = ".join(labels)
+
+
+def _agreement(spread: float) -> str:
+    if spread < 5e-4:
+        return "identical validation losses at every evaluation (to 3 decimals)"
+    return f"validation losses within {spread:.3f} nats of each other at every evaluation"
+
+
+def _hlines(facets: Facets, key, cells: pd.DataFrame, targets) -> None:
+    """The target(s) and, on a synthetic corpus, the exact entropy floor across key's panel."""
+    for target in sorted(set(targets)):
+        facets.hline(key, float(target), f"target {target:.4g}", "#d62728")
+    for floor in cells.entropy_floor.dropna().unique() if "entropy_floor" in cells else []:
+        facets.hline(key, float(floor), f"entropy floor {floor:.4g}", "black")
+
+
+class _Merged:
+    """Traces of one panel gathered per series: each cell's points, a null between cells (a
+    gap in the line), so a figure holds a trace per series and panel, not per cell (seeds
+    and repeats of an implementation share its colour and legend entry)."""
+
+    def __init__(self):
+        self.points: dict[str, dict[str, list]] = {}
+
+    def extend(self, series: str, x: list, y: list, custom: list) -> None:
+        p = self.points.setdefault(series, {"x": [], "y": [], "customdata": []})
+        if p["x"]:
+            p["x"].append(None), p["y"].append(None), p["customdata"].append(None)
+        p["x"] += x
+        p["y"] += y
+        p["customdata"] += custom
+
+    def add_to(self, facets: Facets, key, trace: dict, name_suffix: str = "", legend: bool = True) -> None:
+        for series, p in self.points.items():
+            facets.add(key, series, {**trace, **p})
+            facets.traces[-1].update(name=series + name_suffix, showlegend=facets.traces[-1]["showlegend"] and legend)
+
+
 def loss_curves(losses: pd.DataFrame, cells: pd.DataFrame) -> list:
-    """One figure per (host, spec): training loss per cell, validation markers in the same
-    colour, and the entropy floor when the corpus is synthetic (its floor is known)."""
-    out = []
+    """Two figures, a panel per (host, spec): validation loss against training seconds (the
+    step times up to each evaluation, as time to target counts them), so the first curve to
+    cross the target line is the fastest to it; and the training loss against steps with the
+    validation losses as diamonds. A colour per series (implementation and dtype: seeds and
+    repeats share it; a cell's id is in its hover). Cells whose validation losses coincide
+    (coinciding) are one curve in the step figure, named by all of them, and the caption says so."""
     if losses.empty:
-        return out
-    colours = qualitative.Plotly
-    for (host, spec), grp in losses.groupby(["host", "spec"], sort=True):
-        fig = go.Figure()
-        for i, (cell_id, c) in enumerate(grp.groupby("cell_id", sort=False)):
-            colour = colours[i % len(colours)]
-            label = c.label.iloc[0]
+        return []
+    keys = sorted(set(zip(losses.host, losses.spec)))
+    cell = losses.drop_duplicates("cell_id").set_index("cell_id")
+    colours = colours_for(sorted(set(cell.series)))
+    by_time = Facets(keys, [], "validation loss (nats/token)", xtitle="training seconds", colours=colours)
+    by_step = Facets(keys, [], "loss (nats/token)", xtitle="step", colours=colours)
+    # each evaluation a diamond while a person can tell them apart; beyond, lines (an SVG node
+    # per point is most of a thousand-cell figure's drawing time)
+    marked = len(cell) <= MAX_MARKED_CURVES  # beyond, validation shows in the seconds figure only
+    mode = "lines+markers" if marked else "lines"
+    notes = []
+    for key in keys:
+        grp = losses[(losses.host == key[0]) & (losses.spec == key[1])]
+        sel = cells[(cells.host == key[0]) & (cells.spec == key[1]) & (cells.workload == "train")]
+        targets = grp.target.dropna().unique()
+        _hlines(by_time, key, sel, targets)
+        _hlines(by_step, key, sel, targets)
+        groups = coinciding(grp)
+        first_of = {ids[0]: ids for ids, _ in groups}
+        hidden = {c for ids, _ in groups for c in ids[1:]}
+        val_time, train_step, val_step = _Merged(), _Merged(), _Merged()
+        for cell_id, c in grp.groupby("cell_id", sort=False):
+            label, series = cell.label[cell_id], cell.series[cell_id]
+            va = c[(c.kind == "val") & c.seconds.notna() & c.loss.notna()]
+            if not va.empty:
+                val_time.extend(series, _clean(va.seconds), _clean(va.loss),
+                                [[label, s, cell_id] for s in va.step.tolist()])
+            if cell_id in hidden:
+                continue
+            members = first_of.get(cell_id, [cell_id])
+            name = _alike([cell.series[i] for i in members]) if len(members) > 1 else series
+            by_step.colour.setdefault(name, colours[series])
             tr = c[c.kind == "train"]
             steps, ys = _thin(tr.step.tolist(), _clean(tr.loss))
-            fig.add_trace(go.Scatter(x=steps, y=ys, mode="lines", name=label, legendgroup=cell_id,
-                                     line=dict(color=colour, width=1.5), meta=cell_id,
-                                     hovertemplate=f"{label}<br>step %{{x}}<br>loss %{{y:.4f}}<extra>{cell_id}</extra>"))
+            train_step.extend(name, steps, ys, [f"{_alike([cell.label[i] for i in members])} ({cell_id})"] * len(steps))
             va = c[c.kind == "val"]
-            if not va.empty:
-                fig.add_trace(go.Scatter(x=va.step.tolist(), y=_clean(va.loss), mode="markers", name=f"{label} val",
-                                         legendgroup=cell_id, showlegend=False, meta=cell_id,
-                                         marker=dict(color=colour, size=9, symbol="diamond", line=dict(width=1)),
-                                         hovertemplate=f"{label} validation<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
-        sel = cells[(cells.host == host) & (cells.spec == spec) & (cells.workload == "train")]
-        floors = sel.entropy_floor.dropna().unique() if "entropy_floor" in sel else []
-        for floor in floors:
-            fig.add_hline(y=float(floor), line=dict(dash="dash", color="black", width=1),
-                          annotation_text=f"entropy floor {floor:.4f}", annotation_position="bottom left")
-        _layout(fig, xaxis_title="step", yaxis_title="loss (nats/token)")
-        out.append((f"Loss: {spec} on {host}", fig))
-    return out
+            if marked and not va.empty:
+                val_step.extend(name, va.step.tolist(), _clean(va.loss), [cell.label[cell_id]] * len(va))
+        val_time.add_to(by_time, key, dict(
+            type="scatter", mode=mode, line=dict(width=1.5), marker=dict(size=7, symbol="diamond"),
+            hovertemplate="%{customdata[0]}<br>%{x:,.3r} s (step %{customdata[1]})<br>validation %{y:.4f}"
+                          "<extra>%{customdata[2]}</extra>"))
+        train_step.add_to(by_step, key, dict(type="scatter", mode="lines", line=dict(width=1.5),
+                                             hovertemplate="%{customdata}<br>step %{x}<br>loss %{y:.4f}<extra></extra>"))
+        val_step.add_to(by_step, key, dict(type="scatter", mode="markers",
+                                           marker=dict(size=9, symbol="diamond", line=dict(width=1)),
+                                           hovertemplate="%{customdata} validation<br>step %{x}<br>loss %{y:.4f}"
+                                                         "<extra></extra>"), " val", legend=False)
+        for ids, spread in groups:
+            names = [cell.label[i] for i in ids]
+            names = names if len(names) <= 6 else names[:5] + [f"{len(names) - 5} more cells"]
+            notes.append(f"{key[1]} on {key[0]}: " + ", ".join(names) + f": {_agreement(spread)}; "
+                         "shown as one curve in the step figure")
+    note = _join_notes(notes)
+    return [("Validation loss against training seconds (step times summed, evaluation excluded, as time to "
+             "target counts them; dashed red: the target)", by_time.figure(), note),
+            ("Training loss against step" + (" (diamonds: validation)" if marked else ""), by_step.figure(), note)]
+
+
+def _join_notes(notes: list[str], most: int = 4) -> str:
+    shown = notes[:most] + ([f"and {len(notes) - most} more such groups"] if len(notes) > most else [])
+    return ". ".join(shown) + ("." if shown else "")
 
 
 def _x(df: pd.DataFrame) -> pd.Series:
@@ -123,11 +234,37 @@ def _series(df: pd.DataFrame) -> pd.Series:
     return df.dtype.astype(str)
 
 
+def ranks(headline_rows: list[dict]) -> dict[tuple, int]:
+    """(host, spec, bar x, dtype) -> the headline's rank (reports.headline.headline(...).rows;
+    the best where options split one bar into several rows); unranked rows are absent."""
+    out: dict[tuple, int] = {}
+    for r in headline_rows:
+        if r.get("rank") is None:
+            continue
+        x = r["label"] + ("" if r["device"] in (None, "cpu") else f" ({r['device']})")
+        key = (r["host"], r["spec"], x, r["dtype"])
+        out[key] = min(out.get(key, r["rank"]), r["rank"])
+    return out
+
+
+def _panel_order(g: pd.DataFrame, rank: dict[tuple, int], key) -> list[str]:
+    """A panel's bars: by the best headline rank of their implementation, the unranked after
+    them by their value, the largest first."""
+    best: dict[str, tuple] = {}
+    for x, series, y in zip(g.x, g.series, g.y):
+        r = rank.get((*key, x, series))
+        mine = (0 if r is not None else 1, r if r is not None else 0, -(y if y == y else -np.inf))
+        best[x] = min(best.get(x, mine), mine)
+    return sorted(best, key=lambda x: (*best[x], x))
+
+
 def _facet_bars(cells: pd.DataFrame, value: str, low: str | None, high: str | None, ytitle: str,
-                scale: float = 1.0) -> go.Figure:
+                scale: float = 1.0, rank: dict[tuple, int] | None = None) -> go.Figure:
     """A panel per (host, spec), a bar per implementation, a colour per dtype. Cells sharing a
     bar (seeds, repeats) are pooled: the median of their values, whiskers from the lowest low
-    to the highest high (one cell: its own quartiles)."""
+    to the highest high (one cell: its own quartiles). Bars in the headline's rank order
+    (`rank`, from ranks()), each ranked bar labelled "#rank"; unranked ones after them."""
+    rank = rank or {}
     cells = cells.assign(x=_x(cells), series=_series(cells), lo=cells[low] if low else np.nan,
                          hi=cells[high] if high else np.nan)
     bars = cells.groupby(["host", "spec", "series", "x"], sort=True).agg(
@@ -135,10 +272,14 @@ def _facet_bars(cells: pd.DataFrame, value: str, low: str | None, high: str | No
         ids=("cell_id", lambda c: " ".join(i[:6] for i in c))).reset_index()
     keys = sorted(set(zip(bars.host, bars.spec)))
     facets = Facets(keys, sorted(bars.series.unique()), ytitle)
+    for key, g in bars.groupby(["host", "spec"], sort=True):
+        facets.order(key, _panel_order(g, rank, key))
     for (host, spec, series), g in bars.groupby(["host", "spec", "series"], sort=True):
         y = g.y * scale
+        text = [f"#{rank[(host, spec, x, series)]}" if (host, spec, x, series) in rank else "" for x in g.x]
         trace = dict(type="bar", x=g.x.tolist(), y=_clean(y), customdata=list(zip(g.n.tolist(), g.ids.tolist())),
-                     hovertemplate=f"%{{x}} {series}<br>{host} · {spec}<br>%{{y:,.4g}}"
+                     text=text, textposition="inside", insidetextanchor="start", textfont=dict(size=11),
+                     hovertemplate=f"%{{x}} {series}<br>{host} · {spec}<br>%{{y:,.3r}}"
                                    "<br>%{customdata[0]} cell(s): %{customdata[1]}<extra></extra>")
         if low and high:
             trace["error_y"] = dict(type="data", symmetric=False, array=_clean(g.hi * scale - y),
@@ -147,31 +288,32 @@ def _facet_bars(cells: pd.DataFrame, value: str, low: str | None, high: str | No
     return facets.figure(barmode="group")
 
 
-def throughput(cells: pd.DataFrame) -> list:
+def throughput(cells: pd.DataFrame, rank: dict[tuple, int] | None = None) -> list:
     """tokens/s per (host, spec) panel, a bar per implementation and a colour per dtype: training
-    (median step, quartile whiskers) and decoding (median token, quartiles of the per-token
-    times); MFU of training."""
+    (median step, quartile whiskers) and MFU in the headline's rank order (`rank`, from
+    ranks()); decoding (median token, quartiles of the per-token times), fastest first."""
     out = []
     ok = cells[cells.status == "ok"]
     train = ok[ok.workload == "train"].dropna(subset=["tokens_per_s"]) if "tokens_per_s" in ok else ok.iloc[:0]
     if not train.empty:
-        out.append(("Training throughput (tokens/s, median step; whiskers: quartiles)",
-                    _facet_bars(train, "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "tokens/s")))
+        out.append(("Training throughput (tokens/s, median step; whiskers: quartiles; #: the headline's rank)",
+                    _facet_bars(train, "tokens_per_s", "tokens_per_s_q1", "tokens_per_s_q3", "tokens/s", rank=rank)))
         with_mfu = train.dropna(subset=["mfu"])
         if not with_mfu.empty:
-            out.append(("MFU (% of each host's calibrated GEMM peak for the cell's dtype)",
-                        _facet_bars(with_mfu, "mfu", None, None, "MFU (%)", scale=100.0)))
+            out.append(("MFU (% of each host's calibrated GEMM peak for the cell's dtype; #: the headline's rank)",
+                        _facet_bars(with_mfu, "mfu", None, None, "MFU (%)", scale=100.0, rank=rank)))
     gen = ok[ok.workload == "generate"]
     if not gen.empty and "decode_tokens_per_s" in gen:
         gen = gen.dropna(subset=["decode_tokens_per_s"])
         # per-token time quartiles -> tokens/s quartiles (the slow quartile is the low one)
         gen = gen.assign(decode_q1=1e3 / gen.token_ms_q3, decode_q3=1e3 / gen.token_ms_q1)
-        out.append(("Decoding throughput (tokens/s per sequence, median token; whiskers: quartiles)",
+        out.append(("Decode throughput (tokens/s: the batch over the median per-token time, prefill excluded; "
+                    "whiskers: quartiles)",
                     _facet_bars(gen, "decode_tokens_per_s", "decode_q1", "decode_q3", "tokens/s")))
     return out
 
 
-def memory(cells: pd.DataFrame) -> list:
+def memory(cells: pd.DataFrame, rank: dict[tuple, int] | None = None) -> list:
     """Peak against budget: a panel per (host, spec), a point per cell at its implementation,
     a colour per workload; RAM peaks as circles, GPU peaks as diamonds, a cell that did not end
     ok as an x; the host's RAM (and VRAM) budget dashed. Then the estimate's error: measured
@@ -198,40 +340,50 @@ def memory(cells: pd.DataFrame) -> list:
                 hovertemplate=f"%{{x}} %{{customdata[0]}} {workload}<br>{kind} peak %{{y:,.1f}} MB "
                               "(estimate %{customdata[2]:,.0f} MB)<br>%{customdata[1]}<extra>%{customdata[3]}</extra>"))
     for (host, spec), g in ran.groupby(["host", "spec"], sort=True):
+        facets.order((host, spec), _panel_order(g.assign(series=_series(g), y=np.nan), rank or {}, (host, spec)))
         for col, name, colour in (("budget_mb", "RAM budget", "#d62728"), ("gpu_budget_mb", "GPU budget", "#2ca02c")):
             for budget in g[col].dropna().unique():
                 facets.hline((host, spec), float(budget), f"{name} {budget:,.0f} MB", colour)
-    out.append(("Peak memory against the host's budget (MB, log; circle: RAM, diamond: GPU, x: not ok)",
+    out.append(("Peak memory against the host's budget (MB, log axis; circle: RAM, diamond: GPU, x: not ok)",
                 facets.figure(scattermode="group")))
     est = ran.dropna(subset=["memory_ratio"])
     if not est.empty:
         colours = qualitative.Plotly
-        boxes = [dict(type="box", x=g.x.tolist(), y=_clean(g.memory_ratio), name=workload, boxpoints="all", jitter=0.4,
+        # every cell a point while they can be told apart; beyond, the boxes and their outliers
+        points = "all" if len(est) <= MAX_BOX_POINTS else "outliers"
+        boxes = [dict(type="box", x=g.x.tolist(), y=_clean(g.memory_ratio), name=workload, boxpoints=points, jitter=0.4,
                       pointpos=0, marker=dict(size=4, color=colours[i % len(colours)]), customdata=g.cell_id.tolist(),
                       hovertemplate="%{x}<br>peak / estimate %{y:.2f}<extra>%{customdata}</extra>")
                  for i, (workload, g) in enumerate(est.groupby("workload", sort=True))]
         fig = go.Figure(data=boxes)
         fig.add_hline(y=1.0, line=dict(color="black", dash="dot"))
-        _layout(fig, boxmode="group", yaxis_title="measured peak / estimate", xaxis=dict(tickangle=-30))
+        best = {}
+        for (host, spec, x, _), r in (rank or {}).items():
+            best[x] = min(best.get(x, r), r)
+        order = sorted(set(est.x), key=lambda x: (x not in best, best.get(x, 0), x))
+        _layout(fig, boxmode="group", yaxis_title="measured peak / estimate",
+                xaxis=dict(tickangle=-30, categoryorder="array", categoryarray=order))
         out.append(("Memory estimate: measured peak RSS / estimate per implementation (1: exact)", fig))
     return out
 
 
 def attention(att: pd.DataFrame) -> list:
-    """Per (host, dtype, pass): TFLOP/s against sequence length, a line per provider and head dim."""
-    out = []
+    """TFLOP/s against sequence length, a panel per (host, dtype, pass), a line per provider and
+    head dim (several cells of one: the median per T); the T axis (log) labelled at the
+    measured lengths."""
     if att.empty:
-        return out
-    for (host, dtype, kind), g in att.groupby(["host", "dtype", "pass"], sort=True):
-        fig = go.Figure()
-        for (prov, D), c in g.groupby(["provider", "D"], sort=True):
-            c = c.sort_values("T")
-            fig.add_trace(go.Scatter(x=c["T"].tolist(), y=_clean(c.tflops_per_s), mode="lines+markers",
-                                     name=f"{prov} D={D}",
-                                     hovertemplate=f"{prov} D={D}<br>T %{{x}}<br>%{{y:.4g}} TFLOP/s<extra></extra>"))
-        _layout(fig, xaxis=dict(title="sequence length T", type="log"), yaxis_title="TFLOP/s")
-        out.append((f"Attention {kind}: {host}, {dtype}", fig))
-    return out
+        return []
+    att = att.assign(series=att.provider.astype(str) + " D=" + att.D.astype(str))
+    keys = sorted(set(zip(att.host, att.dtype, att["pass"])))
+    facets = Facets(keys, sorted(att.series.unique()), "TFLOP/s", xtitle="sequence length T", log_x=True)
+    for key, g in att.groupby(["host", "dtype", "pass"], sort=True):
+        facets.x_ticks(key, g["T"].tolist())
+        for series, c in g.groupby("series", sort=True):
+            c = c.groupby("T", as_index=False).tflops_per_s.median()  # repeats of a cell: their median
+            facets.add(key, series, dict(type="scatter", x=c["T"].tolist(), y=_clean(c.tflops_per_s),
+                                         mode="lines+markers", line=dict(width=1.5),
+                                         hovertemplate=f"{series}<br>T %{{x}}<br>%{{y:.3r}} TFLOP/s<extra></extra>"))
+    return [("Attention: TFLOP/s against sequence length T (a panel per host, dtype and pass)", facets.figure())]
 
 
 def frontier(probes: pd.DataFrame) -> list:
@@ -268,7 +420,7 @@ def frontier(probes: pd.DataFrame) -> list:
         for budget in g.budget_mb.dropna().unique():
             fig.add_hline(y=float(budget), line=dict(color="#d62728", dash="dash"),
                           annotation_text=f"budget {budget:,.0f} MB", annotation_position="top left")
-        _layout(fig, xaxis_title="batch size (sequences)", yaxis_title="peak memory (MB)")
+        _layout(fig, xaxis_title="batch size (sequences)", yaxis=dict(title="peak memory (MB)", tickformat=","))
         out.append((f"Memory frontier on {host}: the largest batch whose training step fits", fig))
     return out
 

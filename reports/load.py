@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 import workloads
+from reports import fmt
 from reports.rundir import REPORT_FIELDS, latest, read_hosts, read_records, read_run_info
 
 # worst first: a grid square holding several cells takes the colour of its worst status
@@ -135,17 +136,35 @@ def cells_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def loss_frame(records: list[dict]) -> pd.DataFrame:
-    """Long table of train and validation losses: one row per (cell, kind, step)."""
+    """Long table of train and validation losses: one row per (cell, kind, step), with
+    `seconds`, the training seconds before that loss was known: the step times summed up to
+    it (a train loss: through its own step; an evaluation after step s: the first s steps),
+    evaluation time excluded, as time_to_target_s counts them (workloads/train.py). NaN when
+    the record has no step times."""
     rows = []
     for r in records:
         m = r.get("metrics") or {}
         if r.get("workload") != "train" or not m.get("losses"):
             continue
-        label = cell_label(r) + ("" if r.get("status") == "ok" else f" ({r.get('status')})")
-        base = {"cell_id": r["cell_id"], "host": host_label(r), "spec": _spec_name(r), "label": label}
-        rows += [{**base, "kind": "train", "step": i, "loss": num(v)} for i, v in enumerate(m["losses"])]
-        rows += [{**base, "kind": "val", "step": int(s), "loss": num(v)} for s, v in m.get("val_losses") or []]
-    return pd.DataFrame(rows, columns=["cell_id", "host", "spec", "label", "kind", "step", "loss"])
+        status = "" if r.get("status") == "ok" else f" ({r.get('status')})"
+        # series: what shares a colour in the loss figures (seeds and repeats of one implementation)
+        series = " ".join([impl_label(r), r.get("dtype", "float32")] + ([r["device"]] if r.get("device", "cpu") != "cpu"
+                                                                         else []))
+        base = {"cell_id": r["cell_id"], "host": host_label(r), "spec": _spec_name(r), "label": cell_label(r) + status,
+                "series": series + status, "target": num(m.get("target_val_loss"))}
+        step_ms = [num(t) for t in m.get("step_ms") or []]
+        # elapsed[s]: seconds of the first s steps
+        elapsed = np.concatenate([[0.0], np.cumsum(step_ms) / 1e3]) if step_ms else None
+
+        def at(s):
+            return float(elapsed[s]) if elapsed is not None and s < len(elapsed) else np.nan
+
+        rows += [{**base, "kind": "train", "step": i, "loss": num(v), "seconds": at(i + 1)}
+                 for i, v in enumerate(m["losses"])]
+        rows += [{**base, "kind": "val", "step": int(s), "loss": num(v), "seconds": at(int(s))}
+                 for s, v in m.get("val_losses") or []]
+    return pd.DataFrame(rows, columns=["cell_id", "host", "spec", "label", "series", "target", "kind", "step", "loss",
+                                       "seconds"])
 
 
 def attention_frame(records: list[dict]) -> pd.DataFrame:
@@ -201,9 +220,11 @@ def samples_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def hosts_table(records: list[dict], hosts: dict[str, dict]) -> pd.DataFrame:
-    """One column per host: its captured environment (hosts/ first, else the records') and
-    the calibrated peaks its cells were measured against."""
+    """One column per host: its captured environment (hosts/ first, else the records'), the
+    frameworks its cells imported with their versions (frameworks_used) and the calibrated
+    peaks its cells were measured against."""
     envs, peaks = {}, {}
+    frameworks = frameworks_used(records)
     for r in records:
         fp = r.get("host_fingerprint")
         if not fp:
@@ -218,19 +239,42 @@ def hosts_table(records: list[dict], hosts: dict[str, dict]) -> pd.DataFrame:
     cols = {}
     for fp, env in envs.items():
         libs = env.get("libraries") or {}
+        used = frameworks.get(fp, {})
         cols[f"{env['_label']} ({fp[:8]})"] = {
-            "fingerprint": fp, "hostname": env.get("hostname"), "cpu_model": env.get("cpu_model"),
+            "fingerprint": fp, "host name": env.get("hostname"), "CPU": env.get("cpu_model"),
             "cores (logical/physical)": f"{env.get('cores_logical')}/{env.get('cores_physical')}",
-            "ram_mb": env.get("ram_mb"),
-            "gpus": ", ".join(f"{g.get('name')} {g.get('memory_mb')} MB (driver {g.get('driver')})"
+            "RAM (MB)": fmt.count(env.get("ram_mb")),
+            "GPUs": ", ".join(f"{g.get('name')} {fmt.count(g.get('memory_mb'))} MB (driver {g.get('driver')})"
                               for g in env.get("gpus") or []) or "none",
-            "platform": env.get("platform"), "python": env.get("python"),
-            "libraries": ", ".join(f"{k} {v}" for k, v in libs.items() if v),
-            "code_version": env.get("code_version"),
-            "calibrated peak (GFLOP/s)": ", ".join(f"{k} {v / 1e9:,.1f}" for k, v in sorted(peaks.get(fp, {}).items()))
+            "platform": env.get("platform"), "Python": env.get("python"),
+            "frameworks its cells imported": ", ".join(
+                f"{k} {used[k] or libs.get(k) or '(version not recorded)'}" for k in sorted(used)) or "none recorded",
+            "other libraries installed": ", ".join(f"{k} {v}" for k, v in libs.items() if v and k not in used),
+            "code version": env.get("code_version"),
+            "calibrated peak (GFLOP/s)": ", ".join(f"{k} {fmt.rate(v / 1e9)}" for k, v in sorted(peaks.get(fp, {}).items()))
             or "not measured",
         }
     return pd.DataFrame(cols)
+
+
+def frameworks_used(records: list[dict]) -> dict[str, dict[str, str | None]]:
+    """host fingerprint -> {framework: version} of what its cells imported: each record's
+    `implementation.versions` (what the backend reports, e.g. a plugin's tensorflow) and its
+    `heavy_modules` (what the child had imported, versions from the former where it has them,
+    else None). Whatever a cell of the run imported, whichever backend it was."""
+    out: dict[str, dict[str, str | None]] = {}
+    for r in records:
+        fp = r.get("host_fingerprint")
+        if not fp:
+            continue
+        seen = out.setdefault(fp, {})
+        versions = (r.get("implementation") or {}).get("versions") or {}
+        for name, version in versions.items() if isinstance(versions, dict) else ():
+            if name != "error" and version:
+                seen[name] = str(version)
+        for name in r.get("heavy_modules") or []:
+            seen.setdefault(name, None)
+    return out
 
 
 @dataclass

@@ -104,6 +104,8 @@ def run_dir(tmp_path):
 
 def test_a_full_disk_leaves_the_previous_report_whole(run_dir, capsys, monkeypatch):
     pytest.importorskip("plotly")
+    from reports.html import PLOTLY_JS
+
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     capsys.readouterr()
@@ -114,7 +116,8 @@ def test_a_full_disk_leaves_the_previous_report_whole(run_dir, capsys, monkeypat
     assert "records are untouched" in err and "Traceback" not in err
     monkeypatch.undo()
     assert (run_dir / "report.html").read_text() == page
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "cells.jsonl", "hosts", "report.html", "run.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "cells.jsonl", "hosts", PLOTLY_JS, "report.html",
+                                                         "run.json"]
 
 
 def test_exports_are_written_whole_or_not_at_all(run_dir, tmp_path, monkeypatch):

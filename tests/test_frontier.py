@@ -166,7 +166,8 @@ def test_a_budget_below_batch_one_is_a_frontier_of_zero_with_its_failed_probe():
 def test_the_report_draws_each_hosts_frontier_from_the_probes(real, tmp_path):
     page = reports.write_report(write_run(tmp_path / "run", [real.to_dict()])).read_text()
     titles = re.findall(r'<div class="figure" id="fig-\d+" data-title="([^"]*)"', page)
-    figs = json.loads(re.search(r'<script type="application/json" id="figures">(.*?)</script>', page, re.S).group(1))
+    figs = json.loads(re.search(r'<script type="application/json" id="figures">(.*?)</script>', page, re.S)
+                      .group(1))["specs"]
     (fig,) = [f for t, f in zip(titles, figs) if t.startswith("Memory frontier on lowram")]
     probes = sorted(real.metrics["probes"], key=lambda p: p["batch_size"])
     fit = [p for p in probes if p["status"] == "ok"]

@@ -2,6 +2,7 @@
 page fetches nothing, the compare view flags exactly what its noise rule says, the exports
 keep every record. (The page in a real browser: tests/test_report_browser.py.)"""
 
+import copy
 import json
 import math
 import re
@@ -19,15 +20,17 @@ from reports import figures
 from reports.compare import compare_runs
 from reports.export import records_table
 from reports.headline import RULE, headline
-from reports.html import Page, esc, table
-from reports.load import cells_frame, host_label, impl_label, load_run
+from reports import fmt
+from reports.facets import log_ticks
+from reports.html import PLOTLY_JS, Page, esc, table
+from reports.load import cells_frame, frameworks_used, host_label, hosts_table, impl_label, load_run, loss_frame
 from reports.report import _headline
 from suite.cli import main
 
 
 def figures_of(html: str) -> list[dict]:
     block = re.search(r'<script type="application/json" id="figures">(.*?)</script>', html, re.S).group(1)
-    return json.loads(block)  # "<\/" is a valid JSON escape of "</"
+    return json.loads(block)["specs"]  # "<\/" is a valid JSON escape of "</"
 
 
 def captions(html: str) -> list[str]:
@@ -58,28 +61,91 @@ def test_statuses_of_the_real_cells(records):
     assert statuses == sorted(["ok"] * 6 + ["unavailable", "diverged", "crash", "oom", "nonconformant"])
 
 
-def test_page_is_self_contained(page, run_a):
+def test_page_loads_the_folders_one_plotly_file_and_nothing_else(page, run_a, tmp_path):
     assert (run_a / "report.html").is_file()
-    assert page.count("plotly.js v") == 1  # the library's banner: embedded exactly once
-    assert not re.search(r"<script[^>]+src=", page) and not re.search(r"<link[^>]+href=", page)
-    ours = page.replace(get_plotlyjs(), "")  # plotly.js's own strings hold URLs it never loads here
-    assert len(ours) < len(page) - 4_000_000 and not re.search(r"https?://", ours)
-    # status, loss, training tokens/s, MFU, decoding tokens/s, memory, memory estimate, attention x 3 passes
-    assert len(captions(page)) == len(figures_of(page)) == 10
+    # plotly.js is one file beside the page, named by its version, byte for byte the library's
+    assert re.findall(r'<script[^>]*src="([^"]+)"', page) == [PLOTLY_JS] and PLOTLY_JS.startswith("plotly-")
+    assert (run_a / PLOTLY_JS).read_text() == get_plotlyjs() and "plotly.js v" not in page
+    assert not re.search(r"<link[^>]+href=", page) and not re.search(r"https?://", page)
+    assert len(page.encode()) < 100_000  # the page weighs its figures, not the library (4.8 MB)
+    # a second page in the folder shares the file: not written again
+    stamp = (run_a / PLOTLY_JS).stat().st_mtime_ns
+    reports.write_report(run_a, run_a / "again.html")
+    assert (run_a / PLOTLY_JS).stat().st_mtime_ns == stamp
+    # a page written elsewhere gets its own copy there
+    reports.write_report(run_a, tmp_path / "elsewhere" / "r.html") if (tmp_path / "elsewhere").mkdir() is None else None
+    assert (tmp_path / "elsewhere" / PLOTLY_JS).stat().st_size == (run_a / PLOTLY_JS).stat().st_size
+    # status, validation loss by seconds, loss by step, training tokens/s, MFU, decoding tokens/s,
+    # memory, memory estimate, attention (a panel per pass)
+    assert len(captions(page)) == len(figures_of(page)) == 9
 
 
-def test_loss_figure_plots_the_records_losses_and_floor(page, records):
-    fig, = by_title(page, "Loss: tiny on")
+def _trace(fig: dict, name: str) -> dict:
+    return next(t for t in fig["data"] if t["name"] == name)
+
+
+def test_validation_loss_against_the_training_seconds_time_to_target_counts(page, records):
+    fig, = by_title(page, "Validation loss against training seconds")
     for dtype in ("float32", "float64"):
         m = records[("train", "numpy", dtype, "cpu", "ok")]["metrics"]
-        line = next(t for t in fig["data"] if t["name"] == f"numpy {dtype}")
-        val = next(t for t in fig["data"] if t["name"] == f"numpy {dtype} val")
-        assert line["y"] == pytest.approx(m["losses"]) and line["x"] == list(range(len(m["losses"])))
-        assert val["x"] == [s for s, _ in m["val_losses"]] and val["y"] == pytest.approx([v for _, v in m["val_losses"]])
+        line = _trace(fig, f"numpy {dtype}")
+        # an evaluation after step s: the first s step times (workloads/train.py's time to target)
+        assert line["x"] == pytest.approx([sum(m["step_ms"][:s]) / 1e3 for s, _ in m["val_losses"]])
+        assert line["y"] == pytest.approx([v for _, v in m["val_losses"]])
+    target = records[("train", "numpy", "float32", "cpu", "ok")]["metrics"]["target_val_loss"]
     floor = records[("train", "numpy", "float32", "cpu", "ok")]["metrics"]["entropy_floor"]
-    assert [s["y0"] for s in fig["layout"]["shapes"]] == [pytest.approx(floor)]
-    diverged = next(t for t in fig["data"] if t["name"] == "numpy float32 (diverged)")
+    assert sorted(s["y0"] for s in fig["layout"]["shapes"]) == pytest.approx(sorted([target, floor]))
+    assert any(a["text"] == f"target {target:.4g}" for a in fig["layout"]["annotations"])
+
+
+def test_time_to_target_is_where_the_seconds_curve_crosses_the_target():
+    """A record that reached its target: the seconds of its first evaluation at or below it
+    are the record's own time_to_target_s."""
+    rec = copy.deepcopy(next(r for r in records_list() if r["workload"] == "train" and r["status"] == "ok"))
+    m = rec["metrics"]
+    m["target_val_loss"] = target = m["val_losses"][2][1] + 1e-9  # the third evaluation reaches it
+    step = m["val_losses"][2][0]
+    m.update(target_reached=True, steps_to_target=step, time_to_target_s=sum(m["step_ms"][:step]) / 1e3)
+    fig = _figure(figures.loss_curves(loss_frame([rec]), cells_frame([rec])), "Validation loss against")
+    x, y = fig["data"][0]["x"], fig["data"][0]["y"]
+    first = next(i for i, v in enumerate(y) if v <= target)
+    assert x[first] == pytest.approx(m["time_to_target_s"]) and first == 2
+
+
+def test_coinciding_curves_are_one_curve_and_the_caption_says_so(page, records):
+    f32, f64 = ([v for _, v in records[("train", "numpy", d, "cpu", "ok")]["metrics"]["val_losses"]]
+                for d in ("float32", "float64"))
+    spread = max(abs(a - b) for a, b in zip(f32, f64))
+    assert spread <= figures.COINCIDE_NATS  # the same function in two dtypes, 30 steps
+    fig, = by_title(page, "Training loss against step")
+    line = _trace(fig, "numpy float32 = numpy float64")
+    assert line["y"] == pytest.approx(records[("train", "numpy", "float32", "cpu", "ok")]["metrics"]["losses"])
+    assert not [t for t in fig["data"] if t["name"] in ("numpy float32", "numpy float64")]
+    assert _trace(fig, "numpy float32 = numpy float64 val")["mode"] == "markers"  # a few cells: diamonds
+    caption = re.search(r'data-title="Training loss against step[^"]*"></div>', page) and \
+        re.findall(r"<figcaption>Training loss against step.*?</figcaption>", page)[0]
+    assert "numpy float32, numpy float64: " in caption and "shown as one curve in the step figure" in caption
+    diverged = _trace(fig, "numpy float32 (diverged)")
     assert diverged["y"][-1] is None  # "nan" in the record: a gap, not a number
+    floor = records[("train", "numpy", "float32", "cpu", "ok")]["metrics"]["entropy_floor"]
+    assert floor in [s["y0"] for s in fig["layout"]["shapes"]]
+
+
+def _val_frame(curves: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"cell_id": c, "kind": "val", "step": 10 * (i + 1), "loss": v}
+                         for c, ys in curves.items() for i, v in enumerate(ys)])
+
+
+def test_coinciding_groups_curves_within_the_tolerance_at_every_evaluation():
+    groups = figures.coinciding(_val_frame({"a": [3.0, 2.0, 1.5], "b": [3.0, 2.0004, 1.5], "c": [3.0, 2.0, 1.52],
+                                            "d": [3.001, 2.0, 1.5]}))
+    assert [(ids, pytest.approx(spread)) for ids, spread in groups] == [(["a", "b", "d"], 0.001)]
+    assert figures._agreement(0.0004).startswith("identical validation losses")
+    assert figures._agreement(0.003) == "validation losses within 0.003 nats of each other at every evaluation"
+    # other evaluation steps are another curve, however close the losses
+    frame = _val_frame({"a": [3.0, 2.0]})
+    frame = pd.concat([frame, frame.assign(cell_id="b", step=frame.step + 1)])
+    assert figures.coinciding(frame) == []
 
 
 def test_throughput_mfu_and_memory_bars_are_the_records(page, records):
@@ -130,7 +196,7 @@ def _panel(trace: dict) -> int:
 
 def _figure(made: list, title: str) -> dict:
     """A figure as the page holds it: plain JSON."""
-    fig, = [f for t, f in made if t.startswith(title)]
+    fig, = [f for t, f, *_ in made if t.startswith(title)]
     return json.loads(pio.to_json(fig, validate=False))
 
 
@@ -159,24 +225,139 @@ def test_a_thousand_cells_pool_into_one_bar_per_panel_implementation_and_dtype()
             assert t["error_y"]["array"][t["x"].index(x)] == pytest.approx(pooled.tokens_per_s_q3.max() - y)
             bars += 1
     assert bars == len(train.groupby(["host", "spec", "impl", "dtype"]))
+    # hundreds of curves: lines without a marker per evaluation, validation in the seconds figure only
+    made = figures.loss_curves(loss_frame(recs), cells)
+    assert made[1][0] == "Training loss against step"
+    assert not [t for t in _figure(made, "Training loss")["data"] if t["name"].endswith(" val")]
+    assert {t["mode"] for t in _figure(made, "Validation loss")["data"]} == {"lines"}
     fig = _figure(figures.memory(cells), "Peak memory")
+    for i in range(len(keys)):  # log axes labelled at round values written in full, never "3, 2, 9 8 7"
+        axis = fig["layout"][f"yaxis{i + 1 if i else ''}"]
+        assert axis["type"] == "log" and len(axis["tickvals"]) >= 3
+        assert axis["ticktext"] == [f"{v:,.6f}".rstrip("0").rstrip(".") for v in axis["tickvals"]]
+        assert all(float(f"{v:.1g}") == v or float(f"{v:.2g}") == v for v in axis["tickvals"])
     assert sum(len(t["y"]) for t in fig["data"]) == cells.peak_rss_mb.notna().sum()  # every cell still a point
     page = Page("big")
     _headline(page, SimpleNamespace(records=recs))
     assert "rows that did not end ok</summary>" in "".join(page.sections[0][2])  # a long headline folds its failures
 
 
+def test_bars_stand_in_the_headlines_rank_order():
+    """Each panel's bars: the headline's ranked rows in rank order (labelled #rank), then the
+    unranked by their value. The ranks come from reports.headline, computed apart here."""
+    recs = thousand(records_list(), 1000)
+    # a passing conformance cell for every (host, backend, dtype) that trained: every ok row is ranked
+    passing = next(r for r in records_list() if r["workload"] == "conformance" and r["status"] == "ok")
+    for r in [r for r in recs if r["workload"] == "train" and r["status"] == "ok"]:
+        recs.append({**copy.deepcopy(passing), "backend": r["backend"], "host_class": r["host_class"],
+                     "dtype": r["dtype"], "cell_id": "conf-" + r["cell_id"]})
+    rows = headline(recs).rows
+    rank = figures.ranks(rows)
+    fig = _figure(figures.throughput(cells_frame(recs), rank), "Training throughput")
+    keys = [tuple(a["text"].split(" · ")) for a in fig["layout"]["annotations"] if " · " in a["text"]]
+    ranked_panels = 0
+    for i, (host, spec) in enumerate(keys):
+        order = fig["layout"][f"xaxis{i + 1 if i else ''}"]["categoryarray"]
+        best: dict[str, int] = {}
+        for r in rows:
+            if (r["host"], r["spec"]) == (host, spec) and r["rank"] is not None and r["label"] in order:
+                best[r["label"]] = min(best.get(r["label"], r["rank"]), r["rank"])
+        first = order[:len(best)]
+        # ranked first, best rank first (rows sharing a rank, a tie, in any order among themselves)
+        assert set(first) == set(best) and [best[x] for x in first] == sorted(best.values())
+        ranked_panels += bool(best)
+        for t in (t for t in fig["data"] if _panel(t) == i):
+            for x, text in zip(t["x"], t["text"]):
+                r = [row["rank"] for row in rows if (row["host"], row["spec"], row["label"], row["dtype"]) ==
+                     (host, spec, x, t["name"]) and row["rank"] is not None]
+                assert text == (f"#{min(r)}" if r else "")
+    assert ranked_panels >= 4  # the synthetic run ranks rows on several panels
+
+    # the order within a panel, by hand: rank 1 and 2 first, whatever their speed; then by value
+    bars = pd.DataFrame({"x": ["a", "b", "c", "d"], "series": "float32", "y": [10.0, 40.0, 30.0, 20.0]})
+    assert figures._panel_order(bars, {("h", "s", "d", "float32"): 1, ("h", "s", "a", "float32"): 2},
+                                ("h", "s")) == ["d", "a", "b", "c"]
+
+
 def test_attention_and_status_grid(page, records):
-    for kind in ("forward", "backward", "fwd_bwd"):
-        fig, = by_title(page, f"Attention {kind}:")
+    fig, = by_title(page, "Attention: TFLOP/s against sequence length T")
+    panels = [a["text"] for a in fig["layout"]["annotations"]]
+    host = host_label(records_list()[0])
+    assert panels == [f"{host} · float32 · {kind}" for kind in ("backward", "forward", "fwd_bwd")]
+    for i, kind in enumerate(("backward", "forward", "fwd_bwd")):
+        axis = fig["layout"][f"xaxis{i + 1 if i else ''}"]
+        # a log axis labelled at the measured lengths, not 2 3 5 between decades
+        assert axis["type"] == "log" and axis["tickvals"] == [16, 32, 64] and axis["ticktext"] == ["16", "32", "64"]
         for prov in ("numpy", "sdpa"):
             rows = [r for r in records[("attention", prov, "float32", "cpu", "ok")]["metrics"]["rows"] if r["pass"] == kind]
-            trace = next(t for t in fig["data"] if t["name"] == f"{prov} D=16")
+            trace = next(t for t in fig["data"] if t["name"] == f"{prov} D=16" and _panel(t) == i)
             assert trace["x"] == [16, 32, 64] and trace["y"] == pytest.approx([r["tflops_per_s"] for r in rows])
     grid, = by_title(page, "Status")
     trace = grid["data"][0]
     col = trace["x"].index("train<br>numpy")
     assert trace["text"][0][col] == "oom 1<br>diverged 1<br>unavailable 1<br>ok 2"
+    # no colour bar (its eight labels overlapped in a short grid): the key is a row of chips
+    assert trace["showscale"] is False
+    key = re.search(r"colour: the worst status of the square's cells: (.*?)</p>", page).group(1)
+    assert re.findall(r">([a-z_]+)</span>", key) == ["crash", "oom", "diverged", "nonconformant", "unavailable", "ok"]
+
+
+def _table_after(page: str, marker: str) -> tuple[list[str], list[list[str]]]:
+    """(column titles, rows of cell texts) of the first table after marker."""
+    body = page[page.index(marker):]
+    body = body[body.index("<table>"):body.index("</table>")]
+    head = re.findall(r"<th>(.*?)</th>", body.split("</thead>")[0])
+    rows = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r) for r in body.split("</thead>")[1].split("</tr>") if "<td" in r]
+    return head, rows
+
+
+def test_tables_write_one_format_per_unit_under_human_titles(page, records):
+    m = records[("train", "numpy", "float64", "cpu", "ok")]["metrics"]
+    head, rows = _table_after(page, "<summary>training numbers</summary>")
+    assert head[:4] == ["host", "backend", "spec", "dtype"] and "MFU" in head
+    row = next(r for r in rows if r[3] == "float64")
+    tps = row[head.index("tokens/s: median step [quartiles]")]
+    assert tps == f"{fmt.rate(m['tokens_per_s'])} [{fmt.rate(m['tokens_per_s_q1'])}-{fmt.rate(m['tokens_per_s_q3'])}]"
+    assert row[head.index("MFU")] == fmt.pct(m["mfu"]) and row[head.index("MFU")].endswith("%")
+    g = records[("generate", "numpy", "float32", "cpu", "ok")]["metrics"]
+    head, rows = _table_after(page, "<summary>generation numbers</summary>")
+    assert rows[0][head.index("decode tokens/s")] == fmt.rate(g["decode_tokens_per_s"])
+    assert rows[0][head.index("overall tokens/s (prefill and refills included)")] == fmt.rate(g["tokens_per_s"])
+    assert rows[0][head.index("time to first token (ms)")] == fmt.ms(g["time_to_first_token_ms"])
+    assert "prefill" in page[page.index("<summary>generation numbers</summary>"):][:800]  # the two rates explained
+    # no record field as a column title anywhere
+    titles = set(re.findall(r"<th>(.*?)</th>", page))
+    assert not {t for t in titles if re.fullmatch(r"[a-z]+(_[a-z0-9]+)+", t)}, titles
+
+
+def test_numbers_have_one_format_per_unit():
+    assert [fmt.rate(v) for v in (142_345, 4161, 67_210, 216, 2027.3, 9.996, 0.05801)] == \
+        ["142,000", "4,160", "67,200", "216", "2,030", "10.0", "0.0580"]
+    assert [fmt.pct(v) for v in (0.05801, 0.1234, 0.0087, 1.0)] == ["5.8%", "12%", "0.87%", "100%"]
+    assert [fmt.mb(3012.4), fmt.count(1024), fmt.tick(3000), fmt.tick(1.5), fmt.sci(3e-2)] == \
+        ["3,010", "1,024", "3,000", "1.5", "3.0e-02"]
+    assert fmt.spread(100.0, 90.0, 110.0) == "100 [90.0-110]"
+    assert {fmt.rate(None), fmt.rate(float("nan")), fmt.pct("nan"), fmt.spread(None, 1, 2)} == {""}
+    # a log axis of 50 MB to 3 GB: round values, 1-2-5 per decade
+    assert log_ticks(50, 3000) == [50, 100, 200, 500, 1000, 2000] and log_ticks(0.3, 1.4) == [0.3, 0.5, 0.7, 1]
+
+
+def test_environment_lists_every_framework_a_cell_imported(records, page):
+    host = records[("train", "numpy", "float32", "cpu", "ok")]["host"]
+    # the sdpa cell imported torch; its version is the host's
+    assert f"numpy {host['libraries']['numpy']}, torch {host['libraries']['torch']}" in page
+    # a plugin's framework, from the record: the backend's versions() and the child's imports
+    r = copy.deepcopy(records[("train", "numpy", "float32", "cpu", "ok")])
+    r.update(implementation={"name": "tf", "versions": {"tensorflow": "2.21.0"}},
+             heavy_modules=["jax", "tensorflow"], host_fingerprint="feed")
+    other = copy.deepcopy(r)
+    other.update(implementation={"name": "mlx", "versions": {"mlx": "0.32.4"}}, heavy_modules=["mlx"],
+                 host_fingerprint="beef")
+    assert frameworks_used([r, other]) == {"feed": {"tensorflow": "2.21.0", "jax": None}, "beef": {"mlx": "0.32.4"}}
+    assert "jax" not in host["libraries"]  # the host's fixed list: jax's version is not there
+    env = hosts_table([r, other], {})
+    assert env.loc["frameworks its cells imported"].tolist() == ["jax (version not recorded), tensorflow 2.21.0",
+                                                                 "mlx 0.32.4"]
 
 
 def test_tables_failures_cards_samples_environment(page, records):
@@ -328,7 +509,7 @@ def test_csv_and_parquet_keep_every_record(run_a, tmp_path):
     csv, parquet = tmp_path / "cells.csv", tmp_path / "cells.parquet"
     assert main(["report", str(run_a), "-o", str(tmp_path / "r.html"), "--csv", str(csv),
                  "--parquet", str(parquet)]) == 0
-    assert (tmp_path / "r.html").stat().st_size > 4_000_000  # plotly.js alone is ~4.8 MB
+    assert (tmp_path / PLOTLY_JS).stat().st_size > 4_000_000  # the page's plotly.js, beside it
     recs = list(run_a_records())
     for df in (pd.read_csv(csv), pd.read_parquet(parquet)):
         assert df.cell_id.tolist() == [r["cell_id"] for r in recs]
