@@ -67,7 +67,8 @@ def _contended(*frames) -> bool:
 
 def compare_runs(a: Run, b: Run, include_contended: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics, status changes). metrics: one row per (experiment both ran ok, metric) in
-    COLUMNS; status changes: cells in one run only, or whose status differs."""
+    COLUMNS; status changes: experiments in one run only, or whose repeats ended with other
+    statuses (the set of them: a run with more repeats of the same outcome changed nothing)."""
     rows = []
     ok_a, ok_b = a.cells[a.cells.status == "ok"], b.cells[b.cells.status == "ok"]
     ga, gb = dict(tuple(ok_a.groupby("group", sort=True))), dict(tuple(ok_b.groupby("group", sort=True)))
@@ -85,15 +86,15 @@ def compare_runs(a: Run, b: Run, include_contended: bool = False) -> tuple[pd.Da
                              contended, first["host"], y.iloc[0]["host"], include_contended))
     rows += _attention_rows(a, b, include_contended)
     metrics = pd.DataFrame(rows, columns=COLUMNS)
-    ca, cb = a.cells.set_index("key"), b.cells.set_index("key")
     changes = []
-    for key in ca.index.union(cb.index):
-        sa = ca.loc[key].status if key in ca.index else "absent"
-        sb = cb.loc[key].status if key in cb.index else "absent"
+    for group in sorted(set(a.cells.group) | set(b.cells.group)):
+        x, y = a.cells[a.cells.group == group], b.cells[b.cells.group == group]
+        # the statuses an experiment's repeats ended with; another number of repeats is no change
+        sa, sb = ", ".join(sorted(set(x.status))) or "absent", ", ".join(sorted(set(y.status))) or "absent"
         if sa != sb:
-            c = ca.loc[key] if key in ca.index else cb.loc[key]
-            changes.append({"what": _what(c), "status_a": sa, "status_b": sb,
-                            "reason_b": cb.loc[key].reason if key in cb.index else None})
+            reasons = [r for r in y[y.status != "ok"].reason if isinstance(r, str)]
+            changes.append({"what": _what((x if len(x) else y).iloc[0]), "status_a": sa, "status_b": sb,
+                            "reason_b": reasons[0] if reasons else None})
     return metrics, pd.DataFrame(changes, columns=CHANGE_COLUMNS)
 
 

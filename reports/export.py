@@ -24,7 +24,7 @@ import pandas as pd
 
 from gptspec.errors import GptbenchError
 from gptspec.files import atomic_path
-from reports.rundir import REPORT_FIELDS, RUN, latest, read_records
+from reports.rundir import REPORT_FIELDS, latest, read_records, read_run_info
 
 # a dict whose keys all look like this is a record's fields (flattened into columns); any
 # other key ("train (32, 16)") makes it data, kept whole as JSON text
@@ -125,20 +125,18 @@ def _float(v) -> float | None:
     return None if v is None else float(v)  # float("nan") of a diverged loss stays NaN: a number, not missing
 
 
-def _run_info(run_dir) -> dict:
-    try:
-        return json.loads((Path(run_dir) / RUN).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def export(run_dir, csv=None, parquet=None, long_csv=None, long_parquet=None) -> list[Path]:
+def export(run, csv=None, parquet=None, long_csv=None, long_parquet=None) -> list[Path]:
     """Write the run's tables to the given files; returns the paths written (none asked: the
-    run is not read)."""
+    run is not read). run: a run directory, or its reports.load.Run already read."""
+    from reports.load import Run
+
     wide, long = [p for p in (csv, parquet)], [p for p in (long_csv, long_parquet)]
     if not any(wide + long):
         return []
-    records, info = latest(read_records(run_dir, REPORT_FIELDS)), _run_info(run_dir)
+    if isinstance(run, Run):
+        records, info, run_dir = run.records, run.info, run.path
+    else:
+        records, info, run_dir = latest(read_records(run, REPORT_FIELDS)), read_run_info(run), run
     rid = run_id(info) if info.get("started") else Path(run_dir).resolve().name
     tables = {}
     if any(wide):

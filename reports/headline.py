@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports import stats
+from reports import fmt, stats
 from reports.load import host_label, impl_label, worst_status
 
 RULE = ("Ranked within each host and spec by time to target (by training tokens/s where no ranked row reached "
@@ -100,7 +100,7 @@ def conformance(records: list[dict]) -> dict[tuple, tuple[str, str]]:
 # --- one row per (host, backend, device, spec, dtype) -------------------------------------------
 def _numbers(values) -> list[float]:
     """The finite numbers among values (a record writes NaN as the string "nan")."""
-    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+    return stats.finite(values).tolist()
 
 
 def _median(values):
@@ -143,6 +143,7 @@ def _row(key: tuple, cells: list[dict], proof: tuple[str, str] | None) -> dict:
     ttt = _estimates(m.get("time_to_target_s") for m in metrics) if reached else (None, None, None)
     tps, mfu = _estimates(m.get("tokens_per_s") for m in metrics), _estimates(m.get("mfu") for m in metrics)
     sources = {m.get("compile_source") for m in metrics if m.get("compile_source")}
+    steps = _numbers(m.get("steps_trained", len(m.get("losses") or [])) for m in every)
     return {
         "host": host, "backend": backend, "label": next((impl_label(r) for r in ok), impl_label(cells[0])),
         "device": device, "spec": spec, "dtype": dtype, "cells": len(cells), "repeats": len(metrics),
@@ -152,8 +153,7 @@ def _row(key: tuple, cells: list[dict], proof: tuple[str, str] | None) -> dict:
         "target_reached": reached if with_target else None,
         "time_to_target_s": ttt[0], "time_to_target_low": ttt[1], "time_to_target_high": ttt[2],
         "steps_to_target": _median(m.get("steps_to_target") for m in metrics) if reached else None,
-        "steps_trained": max(_numbers(m.get("steps_trained", len(m.get("losses") or [])) for m in every),
-                             default=None),
+        "steps_trained": int(max(steps)) if steps else None,
         "best_val_loss": min(_numbers(m.get("best_val_loss") for m in every), default=None),
         "compile_s": _median(_compile_in_steps(m) for m in metrics),
         "compile_source": sources.pop() if len(sources) == 1 else None,
@@ -258,14 +258,14 @@ def _reference(rows: list[dict], like: dict) -> dict | None:
         next((r for r in numpy if r["dtype"] == "float32"), None) or (numpy[0] if numpy else None)
 
 
-def _interval(r: dict, col: str, fmt: str, unit: str = "") -> str:
-    """'12.5 s [11.9-13.1]', or '12.5 s (one repeat: no interval)'."""
+def _interval(r: dict, col: str, unit: str = "") -> str:
+    """'12.5 s [11.9-13.1]', or '12.5 s (one repeat: no interval)' (reports/fmt.py's numbers)."""
     med = r[col + ("_s" if col == "time_to_target" else "")]
     low, high = r[col + "_low"], r[col + "_high"]
-    text = format(med, fmt) + unit
+    text = fmt.number(med) + unit
     if low is None:
         return text + (" (one repeat: no interval)" if r["repeats"] == 1 else "")
-    return text + f" [{format(low, fmt)}-{format(high, fmt)}]"
+    return text + f" [{fmt.number(low)}-{fmt.number(high)}]"
 
 
 def _tie(first: dict, rows: list[dict]) -> str:
@@ -287,7 +287,7 @@ def _clause(spec: str, rows: list[dict]) -> str:
     contended = " (measured under contention)" if first["contended"] else ""
     if first["rank_by"] == "time to target":
         text = (f"{_name(first)} reaches {spec}'s target ({first['target_val_loss']:.4g}) first, in "
-                f"{_interval(first, 'time_to_target', '.3g', ' s')}{contended}{_tie(first, rows)}")
+                f"{_interval(first, 'time_to_target', ' s')}{contended}{_tie(first, rows)}")
         if ref is first:
             return text + ", and is the NumPy reference itself"
         if ref is None:
@@ -297,14 +297,14 @@ def _clause(spec: str, rows: list[dict]) -> str:
                 f"ended {ref['status']}" if ref["status"] != "ok" else
                 f"did not reach it in {ref['steps_trained']} steps")
         return text + (f", {ref['time_to_target_s'] / first['time_to_target_s']:.2g}x the NumPy reference's speed "
-                       f"({_name(ref)}: {ref['time_to_target_s']:.3g} s)")
+                       f"({_name(ref)}: {fmt.seconds(ref['time_to_target_s'])} s)")
     text = (f"no ranked row reached {spec}'s target, so by training tokens/s {_name(first)} is fastest at "
-            f"{_interval(first, 'tokens_per_s', ',.0f')}{contended}{_tie(first, rows)}")
+            f"{_interval(first, 'tokens_per_s')}{contended}{_tie(first, rows)}")
     if ref is first:
         return text + ", and is the NumPy reference itself"
     if ref is None or ref["tokens_per_s"] is None:
         return text + f"; no NumPy reference has tokens/s for {spec} on this host"
-    return text + f", {first['tokens_per_s'] / ref['tokens_per_s']:.2g}x the NumPy reference's {ref['tokens_per_s']:,.0f}"
+    return text + f", {first['tokens_per_s'] / ref['tokens_per_s']:.2g}x the NumPy reference's {fmt.rate(ref['tokens_per_s'])}"
 
 
 def _sentence(host: str, tasks: list[tuple[str, list[dict]]]) -> str:
@@ -320,27 +320,24 @@ def _rank_text(r: dict, rows: list[dict]) -> str:
 
 
 def _text_row(r: dict, rows: list[dict]) -> list[str]:
-    def num(v, fmt):
-        return "" if v is None or v != v else format(v, fmt)
-
     if r["status"] != "ok" and r["target_reached"] is None and r["tokens_per_s"] is None:
         time = r["status"]
     elif r["target_val_loss"] is None:
         time = "no target"
     elif r["target_reached"]:
-        time = _interval(r, "time_to_target", ".3g", " s") + f" (step {r['steps_to_target']:.0f})"
+        time = _interval(r, "time_to_target", " s") + f" (step {fmt.count(r['steps_to_target'])})"
         if r["compile_s"] and r["compile_s"] >= COMPILE_SHOWN_FROM * r["time_to_target_s"]:
-            time += f", compile {r['compile_s']:.3g} s of it"
+            time += f", compile {fmt.seconds(r['compile_s'])} s of it"
     else:
         time = f"not reached in {r['steps_trained']} steps" + (
             f" (best {r['best_val_loss']:.3f})" if r["best_val_loss"] is not None else "")
         if r["status"] != "ok":
             time = f"{r['status']}: {time}"
-    tps = _interval(r, "tokens_per_s", ",.0f") if r["tokens_per_s"] is not None else ""
+    tps = _interval(r, "tokens_per_s") if r["tokens_per_s"] is not None else ""
     memory = ""
     if r["peak_mb"] is not None:
-        memory = ("GPU " if r["memory"] == "GPU" else "") + f"{r['peak_mb']:,.0f}"
-        memory += f" / {r['budget_mb']:,.0f} MB" if r["budget_mb"] else " MB (no budget)"
+        memory = ("GPU " if r["memory"] == "GPU" else "") + fmt.mb(r["peak_mb"])
+        memory += f" / {fmt.mb(r['budget_mb'])} MB" if r["budget_mb"] else " MB (no budget)"
     proof = {"pass": "pass", "none": "none in this run"}.get(r["conformance"], r["conformance"])
     if r["conformance"] == "fail":
         proof = "FAIL" + (f": {r['conformance_detail']}" if r["conformance_detail"] else "")
@@ -349,8 +346,8 @@ def _text_row(r: dict, rows: list[dict]) -> list[str]:
         (f" [{r['options']}]" if r["options"] else "")
     repeats = str(r["repeats"]) + (f" of {r['cells']}" if r["cells"] != r["repeats"] else "")
     return [r["host"], backend, r["spec"],
-            r["dtype"], proof, num(r["target_val_loss"], ".4g"), time, tps,
-            num(None if r["mfu"] is None else 100 * r["mfu"], ".2g") + ("%" if r["mfu"] is not None else ""),
+            r["dtype"], proof, ("" if r["target_val_loss"] is None else f"{r['target_val_loss']:.4g}"), time, tps,
+            fmt.pct(r["mfu"]),
             memory, repeats, rank]
 
 

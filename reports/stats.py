@@ -67,7 +67,8 @@ def _bootstrap_medians(xs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _quantiles(samples: np.ndarray) -> tuple[float, float]:
     tail = (1 - CONFIDENCE) / 2
-    # "lower"/"higher": the interval's ends are resampled values, never between two of them
+    # "lower"/"higher": the interval's ends are resampled medians (for an even number of
+    # repeats a resampled median may itself be the mean of two values), never interpolated
     return (float(np.quantile(samples, tail, method="lower")),
             float(np.quantile(samples, 1 - tail, method="higher")))
 

@@ -637,7 +637,7 @@ def cmd_report(args) -> int:
     if comparison is not None:
         for line in compare.summary_lines(*comparison):
             say(line)
-    for path in export(args.run_dir, csv=args.csv, parquet=args.parquet, long_csv=args.long_csv,
+    for path in export(run, csv=args.csv, parquet=args.parquet, long_csv=args.long_csv,
                        long_parquet=args.long_parquet):
         say(f"wrote {path}")
     if args.headline_md or args.headline_json:

@@ -2,14 +2,16 @@
 figure taken while other work ran is a figure of that work too, so every record says how
 loaded its host was.
 
-snapshot() reads, at one instant: the load average and the runnable/total process counts
-(/proc/loadavg), the CPU time every core has spent busy and stolen since boot (/proc/stat),
-and the cores' mean clock (/proc/cpuinfo). Taken at the cell's spawn and at its exit,
-state() turns the two into the record's `machine` dict:
+snapshot(cpus) reads, at one instant: the load average and the runnable/total process counts
+(/proc/loadavg), the CPU time the cell's CPUs (the runner's affinity mask: a cpuset-limited
+host counts only its own cores) have spent busy and stolen since boot (/proc/stat), and the
+cores' mean clock (/proc/cpuinfo). Taken at the cell's spawn and after its last process was
+reaped, state() turns the two into the record's `machine` dict:
 
-  other_load_cores = (busy CPU time of the whole machine - the cell's own CPU time) / wall
-                     time: how many cores other work kept busy, on average, while the
-                     cell ran (the supervisor's own polling and Ray's are in it);
+  other_load_cores = (busy CPU time of those CPUs - the cell's own CPU time, its helpers
+                     reaped by the runner included) / wall time: how many cores other work
+                     kept busy, on average, while the cell ran (the supervisor's own polling
+                     and Ray's are in it);
   steal_pct        = stolen time over all time (a virtual machine's neighbours);
   contended        = other_load_cores > cores - threads + CONTENTION_MARGIN_CORES: the
                      other work needed more than what the cell left free, by more than
@@ -34,16 +36,27 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _cpu_times() -> tuple[float, float, float] | None:
-    """(busy, steal, total) seconds of every core since boot, from /proc/stat's first line."""
+def allowed_cpus() -> list[int] | None:
+    """The CPUs this process may run on (its affinity mask), where the OS says."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def _cpu_times(cpus: list[int] | None) -> tuple[float, float, float] | None:
+    """(busy, steal, total) seconds since boot of `cpus` (None: every core), from /proc/stat."""
     text = _read("/proc/stat")
     if not text:
         return None
-    fields = [int(x) for x in text.splitlines()[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    # guest time is inside user already; idle and iowait are the only not-busy times
-    busy = user + nice + system + irq + softirq + steal
-    return busy / _TICK, steal / _TICK, (busy + idle + iowait) / _TICK
+    wanted = None if cpus is None else {f"cpu{c}" for c in cpus}
+    busy = steal = total = 0
+    for line in text.splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or (name == "cpu") != (wanted is None) or (wanted and name not in wanted):
+            continue
+        user, nice, system, idle, iowait, irq, softirq, stolen = ([int(x) for x in values] + [0] * 8)[:8]
+        # guest time is inside user already; idle and iowait are the only not-busy times
+        b = user + nice + system + irq + softirq + stolen
+        busy, steal, total = busy + b, steal + stolen, total + b + idle + iowait
+    return busy / _TICK, steal / _TICK, total / _TICK
 
 
 def _cpu_mhz() -> float | None:
@@ -54,8 +67,8 @@ def _cpu_mhz() -> float | None:
     return round(sum(mhz) / len(mhz), 1) if mhz else None
 
 
-def snapshot() -> dict:
-    """The machine at this instant (module doc)."""
+def snapshot(cpus: list[int] | None = None) -> dict:
+    """The machine at this instant (module doc); CPU times of `cpus` (None: every core)."""
     load = _read("/proc/loadavg")
     snap: dict = {"loadavg_1m": None, "procs_running": None, "procs_total": None, "cpu_mhz": _cpu_mhz()}
     if load:
@@ -64,7 +77,7 @@ def snapshot() -> dict:
         snap.update(loadavg_1m=float(parts[0]), procs_running=int(running), procs_total=int(total))
     elif hasattr(os, "getloadavg"):
         snap["loadavg_1m"] = os.getloadavg()[0]
-    times = _cpu_times()
+    times = _cpu_times(cpus)
     if times:
         snap["cpu_busy_s"], snap["cpu_steal_s"], snap["cpu_total_s"] = times
     return snap
@@ -78,9 +91,10 @@ def nice_of(pid: int) -> int | None:
 
 
 def state(start: dict, end: dict, cell_cpu_s: float | None, wall_s: float, threads: int | None,
-          nice: int | None) -> tuple[dict, bool | None]:
-    """(the record's `machine` dict, contended) from snapshots at the cell's start and end."""
-    cores = os.cpu_count() or 1
+          nice: int | None, cores: int | None = None) -> tuple[dict, bool | None]:
+    """(the record's `machine` dict, contended) from snapshots at the cell's start and end;
+    cores: how many the snapshots counted (default: every core)."""
+    cores = cores or os.cpu_count() or 1
     out = {"cores": cores, "threads": threads, "nice": nice,
            "start": {k: start.get(k) for k in ("loadavg_1m", "procs_running", "procs_total", "cpu_mhz")},
            "end": {k: end.get(k) for k in ("loadavg_1m", "procs_running", "procs_total", "cpu_mhz")},

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -145,7 +146,8 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
                                             "peak_flops_per_s": peak_flops}))
         child_env, cache_state = _child_env(limits, extra_env, tmp)
         record.started = now()
-        before = machine.snapshot()
+        cpus = machine.allowed_cpus()
+        before, reaped0 = machine.snapshot(cpus), resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         with open(Path(tmp, "stdout"), "wb") as out, open(Path(tmp, "stderr"), "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "suite.cell", str(payload_path), str(record_path)],
@@ -157,10 +159,14 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
                                                                            limits.timeout_s, poll_s)
         record.wall_s = time.perf_counter() - t0
         record.ended = now()
-        record.machine, record.contended = machine.state(before, machine.snapshot(), usage.ru_utime + usage.ru_stime,
-                                                         record.wall_s, limits.threads, nice)
-        record.compile_cache_state = cache_state
         tree.kill_all()  # helpers the child left behind (compile workers), in its session or their own
+        # the cell's CPU time: the child's and every helper of it this runner reaped (a subreaper)
+        reaped1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cell_cpu = reaped1.ru_utime + reaped1.ru_stime - reaped0.ru_utime - reaped0.ru_stime
+        record.machine, record.contended = machine.state(before, machine.snapshot(cpus), cell_cpu,
+                                                         time.perf_counter() - t0, limits.threads, nice,
+                                                         len(cpus) if cpus else None)
+        record.compile_cache_state = cache_state
         record.update(peak_rss_mb=polled_hwm, peak_rss_sampled_mb=sampled_mb, ru_maxrss_mb=_maxrss_mb(usage),
                       exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                       signal=signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
@@ -195,7 +201,7 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
 # (with none ok, from the sub-cell with the highest peak: a frontier where nothing fits)
 SUB_CELL_FIELDS = ("peak_rss_mb", "peak_rss_sampled_mb", "rss_after_setup_mb", "memory_estimate_mb",
                    "gpu_memory_estimate_mb", "memory_estimate", "memory_ratio", "gpu", "gpu_peak_allocated_mb",
-                   "gpu_peak_reserved_mb", "implementation", "threads_seen", "heavy_modules")
+                   "gpu_peak_reserved_mb", "implementation", "threads_seen", "heavy_modules", "compile_cache_state")
 
 
 def _made_of_cells(cell: Cell):
@@ -253,8 +259,6 @@ def run_here(cell: Cell, limits: Limits = Limits(), **hooks) -> tuple[Record, ob
     weights. The same record as run_cell's, without what only a supervisor sees (the
     sampled tree peak, wait4's numbers, the exit); limits.budget_mb and timeout_s are not
     enforced. Returns the record and the measured backend (None if it was never made)."""
-    import resource
-
     record = Record.start(cell, limits)
     peak_flops, record.calibration_error = calibrate.host_peak(cell.device, cell.dtype)
     tmp = tempdirs.make(tempdirs.CELL_PREFIX)
@@ -262,15 +266,16 @@ def run_here(cell: Cell, limits: Limits = Limits(), **hooks) -> tuple[Record, ob
     try:
         record.compile_cache_state = compile_cache.environment(limits.compile_cache, tmp, os.environ)
         record.started = now()
-        before, cpu0 = machine.snapshot(), resource.getrusage(resource.RUSAGE_SELF)
+        cpus = machine.allowed_cpus()
+        before, cpu0 = machine.snapshot(cpus), resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         child, target = measure(cell, limits, peak_flops, **hooks)
         record.take_child(child)
         record.update(wall_s=time.perf_counter() - t0, ended=now(), peak_rss_mb=child.peak_rss_mb)
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         record.machine, record.contended = machine.state(
-            before, machine.snapshot(), cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, record.wall_s,
-            limits.threads, machine.nice_of(os.getpid()))
+            before, machine.snapshot(cpus), cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, record.wall_s,
+            limits.threads or env.cpus_seen(), machine.nice_of(os.getpid()), len(cpus) if cpus else None)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -78,9 +78,6 @@ class RunStore:
             raise StoreError(f"cannot resume {folder}: it cannot be written ({e.strerror or e}); its records are "
                              "untouched. Make the folder writable (or free space), then resume again.") from None
 
-    def run_info(self) -> dict:
-        return json.loads((self.dir / RUN).read_text())
-
     def done_ids(self) -> set[str]:
         """cell_ids whose last record is final: any status but a `no_host` whose cause was a
         lost node (`no_host_cause` "lost_node", docs/records.md), which is no result: the pool

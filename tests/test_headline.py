@@ -98,8 +98,8 @@ def test_the_winner_sentence_and_its_ratio_to_the_numpy_reference(table):
     h, _ = table
     assert h.sentences == [
         # 40 s / 10 s; mlx (2 s), compile (3 s), jax (5 s) and bfloat16 torch (8 s) were faster but not proved
-        "On box: torch float32 reaches lumgpt's target (1.8) first, in 10 s [9.8-10.2], 4x the NumPy reference's "
-        "speed (numpy float32: 40 s).",
+        "On box: torch float32 reaches lumgpt's target (1.8) first, in 10.0 s [9.80-10.2], 4x the NumPy reference's "
+        "speed (numpy float32: 40.0 s).",
         # 20000 / 1000 tokens/s
         "On gpu: no ranked row reached lumgpt's target, so by training tokens/s torch float32 on cuda is fastest at "
         "20,000 [19,600-20,400], 20x the NumPy reference's 1,000.",
@@ -109,7 +109,7 @@ def test_the_winner_sentence_and_its_ratio_to_the_numpy_reference(table):
 
 def test_the_numpy_reference_winning_or_missing_is_said_so():
     alone = headline([rec("numpy", metrics=trained(40.0)), passed("numpy")])
-    assert alone.sentences == ["On box: numpy float32 reaches lumgpt's target (1.8) first, in 40 s (one repeat: no "
+    assert alone.sentences == ["On box: numpy float32 reaches lumgpt's target (1.8) first, in 40.0 s (one repeat: no "
                                "interval), and is the NumPy reference itself."]
     missed = headline([rec("numpy", metrics=trained(None)), *reps("torch", 12.5), passed("torch")])
     assert missed.sentences == ["On box: torch float32 reaches lumgpt's target (1.8) first, in 12.5 s [12.2-12.8]; "
@@ -139,8 +139,8 @@ def test_text_and_markdown(table, tmp_path):
     text = h.text()
     assert list(text.columns) == TEXT_COLUMNS
     first = text.iloc[0].tolist()
-    assert first == ["box", "torch", "lumgpt", "float32", "pass", "1.8", "10 s [9.8-10.2] (step 100)",
-                     "5,000 [4,900-5,100]", "2%", "100 / 700 MB", "3", "1"]
+    assert first == ["box", "torch", "lumgpt", "float32", "pass", "1.8", "10.0 s [9.80-10.2] (step 100)",
+                     "5,000 [4,900-5,100]", "2.0%", "100 / 700 MB", "3", "1"]
     by_backend = {(r.host, r.backend, r.dtype): r for r in text.itertuples()}
     assert by_backend[("box", "mlx", "float32")].conformance == "FAIL: grad.h.0.ln_1.weight"
     assert by_backend[("box", "torch", "float64")][7] == "not reached in 200 steps (best 2.100)"
@@ -148,13 +148,13 @@ def test_text_and_markdown(table, tmp_path):
     assert by_backend[("box", "triton", "float32")][10] == "812 / 700 MB"
     assert by_backend[("box", "triton", "float32")][11] == "0 of 1"  # repeats: no cell ended ok
     gpu = by_backend[("gpu", "torch (cuda)", "float32")]
-    assert gpu[10] == "GPU 5,000 / 12,288 MB" and gpu[12] == "1 (by tokens/s)"
+    assert gpu[10] == "GPU 5,000 / 12,300 MB" and gpu[12] == "1 (by tokens/s)"
     compiled = headline([rec("compile", metrics={**trained(3.0), "compile_s": 2.5})]).text().iloc[0]
-    assert compiled[TEXT_COLUMNS[6]] == "3 s (one repeat: no interval) (step 100), compile 2.5 s of it"
+    assert compiled[TEXT_COLUMNS[6]] == "3.00 s (one repeat: no interval) (step 100), compile 2.50 s of it"
     # only the training graph's compilation is inside the step times; the loss graph's is in evaluation
     by_graph = {"train (32, 16)": 2.0, "loss (32, 16)": 5.0}
     compiled = headline([rec("compile", metrics={**trained(3.0), "compile_s": 7.0, "compile_s_by_graph": by_graph})])
-    assert compiled.text().iloc[0][TEXT_COLUMNS[6]] == "3 s (one repeat: no interval) (step 100), compile 2 s of it"
+    assert compiled.text().iloc[0][TEXT_COLUMNS[6]] == "3.00 s (one repeat: no interval) (step 100), compile 2.00 s of it"
     # a first-call excess under 2% of the time to target is left to the JSON
     quick = headline([rec("numpy", metrics={**trained(3.0), "compile_s": 0.01})])
     assert "compile" not in quick.text().iloc[0][TEXT_COLUMNS[6]] and quick.rows[0]["compile_s"] == 0.01
@@ -180,7 +180,7 @@ def test_rows_that_cannot_be_told_apart_share_a_rank_and_name_each_other():
     assert rows["slow"]["tied_with"] == []
     ranks = {t.backend: t.rank for t in h.text().itertuples()}
     assert ranks == {"numpy": "1=", "twin": "1=", "slow": "3"}
-    assert h.sentences == ["On box: numpy float32 reaches lumgpt's target (1.8) first, in 10 s [9.5-10.6], tied with "
+    assert h.sentences == ["On box: numpy float32 reaches lumgpt's target (1.8) first, in 10.0 s [9.50-10.6], tied with "
                            "twin float32 (their intervals overlap or are within 5%), and is the NumPy reference "
                            "itself."]
     # disjoint intervals but medians within 5%: still a tie
@@ -190,7 +190,7 @@ def test_rows_that_cannot_be_told_apart_share_a_rank_and_name_each_other():
     # one repeat: no interval, so it is never ranked above (nor below) a row it cannot be told apart from
     single = headline([*reps("numpy", 10.0), passed("numpy"), rec("quick", metrics=trained(1.0)), passed("quick")])
     assert [(r["label"], r["rank"], r["repeats"]) for r in single.rows] == [("quick", 1, 1), ("numpy", 1, 3)]
-    assert "quick float32 reaches lumgpt's target (1.8) first, in 1 s (one repeat: no interval), tied with " \
+    assert "quick float32 reaches lumgpt's target (1.8) first, in 1.00 s (one repeat: no interval), tied with " \
            "numpy float32 (one repeat: no interval to tell them apart)" in single.sentences[0]
 
 

@@ -37,12 +37,19 @@ def test_other_load_is_the_machines_busy_time_less_the_cells_over_the_wall_time(
     assert machine.state({}, {}, 1.0, 1.0, 1, 0) == (machine.state({}, {}, 1.0, 1.0, 1, 0)[0], None)
 
 
-def test_snapshot_reads_this_machine():
-    s = machine.snapshot()
+def test_snapshot_reads_this_machine_and_only_the_cpus_asked_for():
     if not os.path.exists("/proc/stat"):
         pytest.skip("no /proc on this platform: the fields are None there")
+    s = machine.snapshot()
     assert s["loadavg_1m"] >= 0 and s["procs_total"] >= s["procs_running"] >= 1
     assert s["cpu_total_s"] >= s["cpu_busy_s"] > 0
+    cpus = machine.allowed_cpus()
+    per = [machine.snapshot([c]) for c in cpus]
+    every = machine.snapshot(cpus)
+    # the CPUs' own lines add up to their sum (read a moment apart: a small tolerance)
+    assert sum(p["cpu_total_s"] for p in per) == pytest.approx(every["cpu_total_s"], rel=1e-3)
+    if len(cpus) > 1:
+        assert per[0]["cpu_total_s"] < every["cpu_total_s"]
 
 
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"

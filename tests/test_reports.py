@@ -533,3 +533,16 @@ def test_run_without_records_yet_and_a_missing_run(tmp_path, capsys):
     assert "0 cells" in html and "No cell has a record yet" in html and figures_of(html) == []
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "is not a gptbench run directory" in capsys.readouterr().err
+
+
+def test_more_repeats_of_the_same_outcome_are_no_status_change(run_a, tmp_path):
+    """An older run of one repeat against the same experiments run three times: the same
+    statuses, so nothing is listed; a repeat that ended otherwise is."""
+    three = repeated(list(run_a_records()))
+    metrics, changes = compare_runs(load_run(run_a), load_run(write_run(tmp_path / "three", three)))
+    ok_groups = set(load_run(run_a).cells.query("status == 'ok'").group)
+    assert set(changes.status_b) == {"absent"} and len(changes) == len(set(load_run(run_a).cells.group) - ok_groups)
+    three[0].update(status="oom", reason="resident memory passed the budget", metrics={})
+    _, changes = compare_runs(load_run(run_a), load_run(write_run(tmp_path / "oom", three)))
+    row = changes[changes.status_b == "ok, oom"]
+    assert len(row) == 1 and row.iloc[0].status_a == "ok" and row.iloc[0].reason_b.startswith("resident memory")
