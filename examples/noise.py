@@ -7,7 +7,7 @@ other names, so that a matrix holds rows whose truth is known.
           time: a regression of known size that no cell identity shows.
     Slow  the reference sleeping SLOW_FRACTION of each training step: 40% slower, always.
 
-    gptbench run examples/noise-matrix.yaml      (docs/results/noise.md has the commands)
+    gptbench run matrices/noise.yaml      (docs/results/noise.md has the commands)
 """
 
 from __future__ import annotations

@@ -816,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Ray pool: 'auto' (RAY_ADDRESS or the local head), IP:PORT, ray://...; "
                         "default: start a local one-node Ray")
     s.add_argument("--out", default=None, help="new run directory (default: runs/<UTC time>-<matrix name>)")
-    s.add_argument("--resume", default=None, metavar="RUN_DIR", help="run only the cells RUN_DIR has no record of")
+    s.add_argument("--resume", default=None, metavar="RUN_DIR", help="run only the cells RUN_DIR has no record of, and those a lost node left no_host")
     s.add_argument("--preflight", action="store_true",
                    help="check every cell against the live pool and record those no host can run (no_host); run "
                         "nothing (then --resume RUN_DIR runs the rest)")
