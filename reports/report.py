@@ -8,11 +8,23 @@ from pathlib import Path
 import pandas as pd
 
 from reports import figures, fmt
-from reports.compare import compare_runs
+from reports.compare import compare_runs, effect
 from reports.headline import RULE, Headline, headline
-from reports.stats import MIN_EFFECT
 from reports.html import Page, esc, table
 from reports.load import STATUS_ORDER, Run, frontier_frame
+from reports.stats import MIN_EFFECT
+
+CHANGE_TITLES = {"what": "experiment", "status_a": "status in A", "status_b": "status in B", "reason_b": "reason in B"}
+# the comparison's table: the forest plot's rows, largest change first
+COMPARE_COLUMNS = [
+    ("flagged", lambda r: "FLAG" if r["flagged"] else "", False), ("host", "host_a", False),
+    ("experiment", "what", False), ("metric", lambda r: f"{r['metric']} ({r['unit']})", False),
+    ("A (median)", lambda r: fmt.number(r["a"]), True), ("B (median)", lambda r: fmt.number(r["b"]), True),
+    ("repeats A / B", lambda r: f"{r['repeats_a']} / {r['repeats_b']}", False),
+    ("B/A", lambda r: fmt.number(r["ratio"]), True),
+    ("95% interval", lambda r: f"{fmt.number(r['low'])}-{fmt.number(r['high'])}" if fmt.number(r["low"]) else "",
+     False),
+    ("contended", lambda r: "yes" if r["contended"] else "", False), ("note", "note", False)]
 
 OPEN_FAILURES = 30  # more non-ok cells than this: their table starts folded
 
@@ -217,13 +229,10 @@ def _comparison(page: Page, a: Run, b: Run, include_contended: bool, comparison)
     for title, fig in figures.comparison(metrics):
         page.figure(parts, title, fig)
     if not changes.empty:
-        parts.append(f"<h3>Status changes ({len(changes)})</h3>" + table(changes))
+        parts.append(f"<h3>Status changes ({len(changes)})</h3>" + table(changes.rename(columns=CHANGE_TITLES)))
     if not metrics.empty:
-        shown = metrics.sort_values(["flagged", "what"], ascending=[False, True]).assign(
-            flagged=metrics.flagged.map({True: "FLAG", False: ""}))[
-            ["host_a", "what", "metric", "unit", "a", "b", "repeats_a", "repeats_b", "ratio", "low", "high", "flagged",
-             "contended", "note"]]
-        parts.append("<details><summary>every ratio</summary>" + table(shown) + "</details>")
+        ordered = metrics.assign(_e=metrics.apply(effect, axis=1)).sort_values(["flagged", "_e"], ascending=False)
+        parts.append("<details><summary>every ratio</summary>" + _titled(ordered, COMPARE_COLUMNS) + "</details>")
 
 
 def build(run: Run, b: Run | None = None, include_contended: bool = False, comparison=None) -> str:
