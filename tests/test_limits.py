@@ -203,7 +203,9 @@ def test_aliases_that_expand_beyond_the_bound_are_refused_in_bounded_time():
     t0 = time.perf_counter()
     with pytest.raises(GptbenchError, match=r"laughs.yaml line \d+: its aliases expand to more than 10,000 values"):
         yamlfile.load(text, "laughs.yaml")
-    assert time.perf_counter() - t0 < 1.0
+    # refused while counting, not after expanding: expanding would take minutes and gigabytes, so
+    # even a loaded machine is far inside this bound (the refusal itself takes milliseconds)
+    assert time.perf_counter() - t0 < 20.0
     assert yamlfile.load(_laughs(levels=3), "small.yaml")["a2"][8][8][8] == "lol"  # 9^3 = 729 twice: within it
     with pytest.raises(GptbenchError, match="line 1: an alias refers to the node that holds it"):
         yamlfile.load("a: &a [1, *a]\n", "self.yaml")
