@@ -67,6 +67,10 @@ class Record:
     # how it ended
     status: str | None = None
     reason: str | None = None
+    # an oom's limit: "sampler" (the runner's budget_mb), "kernel" (the OOM killer: a memory
+    # cgroup's limit or the machine's RAM), "ray" (Ray's memory monitor), or "cell" (a
+    # MemoryError or CUDA out-of-memory inside the cell); null unless status is oom
+    limit_enforced_by: str | None = None
     traceback: str | None = None
     metrics: dict = field(default_factory=dict)
     implementation: dict | None = None  # backends/contract.py describe(): name, class, versions
