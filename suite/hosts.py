@@ -347,7 +347,15 @@ def _host_pids(host: dict) -> set[int]:
                 pass
     if host.get("sshd_pid"):
         pids.add(host["sshd_pid"])
-    return {p for p in pids if psutil.pid_exists(p) and p != os.getpid()}
+    return {p for p in pids if p != os.getpid() and _alive(p)}
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie: Ray's daemons are orphans whose reaper may be slow (or never reap)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def kill_host_processes(host: dict, timeout_s: float = 10.0) -> int:

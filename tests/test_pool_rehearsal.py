@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from suite import hosts
@@ -161,6 +162,20 @@ def test_ray_up_the_shipped_cluster_yaml_and_a_matrix_through_the_tunnel(pool):
         out = ssh(state, folder, host["name"], "stat -c %a ~/.ray/auth_token; cat ~/.ray/auth_token")
         assert out.stdout.split() == ["600", (folder / "operator/.ray/auth_token").read_text().strip()]
 
+    # another host with a wrong token: its node cannot join, its client is refused by the GCS
+    head_gcs = f"{next(h['ip'] for h in state['hosts'] if h['name'] == 'head')}:6379"
+    wrong = ("cd ~/gptbench && echo 0123456789abcdef0123456789abcdef > /tmp/wrong && chmod 600 /tmp/wrong && "
+             "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/wrong && ")
+    node = ssh(state, folder, "lowram", wrong + f"timeout 90 .venv/bin/ray start --address={head_gcs} "
+               "--temp-dir /tmp/ray-wrong --node-manager-port 30001 --object-manager-port 30002 "
+               "--metrics-export-port 30003 --dashboard-agent-listen-port 30004 --dashboard-agent-grpc-port 30005 "
+               "--runtime-env-agent-port 30006 --min-worker-port 30010 --max-worker-port 30020", timeout=120)
+    assert node.returncode != 0 and "InvalidAuthToken" in node.stdout + node.stderr, node.stdout[-2000:]
+    client = ssh(state, folder, "lowram", wrong + "timeout 60 .venv/bin/python -c "
+                 f"\"import ray; ray.init(address='{head_gcs}'); print('JOINED')\"", timeout=90)
+    assert "JOINED" not in client.stdout and "Unauthenticated" in client.stdout + client.stderr
+    assert _alive_nodes(state, folder) == 2  # with the pool's token the same client joins
+
     # the job server through the tunnel: refused without the token, used with it
     import urllib.error
     import urllib.request
@@ -191,6 +206,12 @@ def test_ray_up_the_shipped_cluster_yaml_and_a_matrix_through_the_tunnel(pool):
     down = subprocess.run([RAY, "down", "-y", str(folder / "cluster.yaml")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
+    # `ray stop` ran on the head (its venv is on the login PATH); the local provider leaves the
+    # workers' Ray running (docs/cluster.md): hosts down ends it
+    head = next(h for h in state["hosts"] if h["name"] == "head")
+    left = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["uids", "cmdline", "status"])
+            if p.info["uids"].real == head["uid"] and p.info["status"] != psutil.STATUS_ZOMBIE]
+    assert not [c for c in left if "ray" in c], left
     print(f"the rehearsal took {time.monotonic() - t0:.0f} s")
 
 
