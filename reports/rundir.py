@@ -32,7 +32,7 @@ _FIELDS_OF = {
     int: "schema_version seed threads exit_code worker_pid attempts",
     str: "cell_id backend workload dtype device host_class code_version status reason traceback started ended "
          "host_fingerprint calibration_error signal stderr_tail node_id node_ip worker_code_version compile_cache "
-         "compile_cache_state no_host_cause",
+         "compile_cache_state no_host_cause limit_enforced_by",
     dict: "spec options metrics implementation threads_seen memory_estimate gpu host gate node_labels machine",
     bool: "contended",
     float: "budget_mb gpu_budget_mb timeout_s peak_rss_mb peak_rss_sampled_mb ru_maxrss_mb rss_after_setup_mb "

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from gptspec.errors import GptbenchError
 from gptspec.limits import MAX_NEW_TOKENS
@@ -559,6 +560,39 @@ def cmd_run(args) -> int:
     return run(args.matrix, args.address, args.out, args.resume, preflight=args.preflight)
 
 
+def cmd_cluster(args) -> int:
+    if args.kind == "hosts":
+        return cmd_hosts(args)
+    args.dir = args.dir or ".gptbench-sim"
+    return cmd_sim(args)
+
+
+def cmd_hosts(args) -> int:
+    from suite import hosts
+
+    folder = args.dir or ".gptbench-hosts"
+    if args.action == "down":
+        removed = hosts.down(folder)
+        print(f"removed hosts {', '.join(removed['hosts'])} and {removed['processes']} process(es) of the pool in "
+              f"{folder}" if removed else f"no pool recorded in {folder}")
+        return 0
+    if args.action == "up":
+        t0 = time.monotonic()
+        state = hosts.up(folder, only=args.only.split(",") if args.only else None)
+        print(f"up in {time.monotonic() - t0:.1f} s")
+    else:
+        state = hosts.read_state(folder)
+        if state is None:
+            print(f"no pool recorded in {folder}")
+            return 1
+    print(f"subnet {state['subnet']}  bridge {state['bridge']} {state['bridge_ip']}")
+    for h in state["hosts"]:
+        limit = f"  {h['limit_mb']} MB on CPU {h['cpu']} (cgroup {h['ns']})" if h["limit_mb"] else ""
+        print(f"{h['name']:8s} {h['ip']:15s} ssh {state['login']}@{h['ip']} (user {h['user']}){limit}")
+    print(f"then: . {folder}/env && ray up -y {folder}/cluster.yaml   (from the checkout; docs/cluster.md)")
+    return 0
+
+
 def cmd_sim(args) -> int:
     from suite import sim
 
@@ -822,12 +856,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing (then --resume RUN_DIR runs the rest)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("cluster", help="the simulated pool: several Ray nodes with host-class labels on this machine")
-    s.add_argument("sim", choices=["sim"])
+    s = sub.add_parser("cluster", help="a pool on this machine: `sim` (several Ray nodes with host-class labels), "
+                                       "`hosts` (the real pool rehearsed: a namespace, sshd and user per host; root)")
+    s.add_argument("kind", choices=["sim", "hosts"])
     s.add_argument("action", choices=["up", "down", "status"])
-    s.add_argument("--dir", default=".gptbench-sim", help="state file and logs of the pool (default: .gptbench-sim)")
-    s.add_argument("--dashboard", action="store_true", help="start the dashboard (needed by `ray job submit`)")
-    s.set_defaults(func=cmd_sim)
+    s.add_argument("--dir", default=None, help="state file and logs of the pool (default: .gptbench-sim, "
+                                               ".gptbench-hosts)")
+    s.add_argument("--dashboard", action="store_true", help="sim: start the dashboard (needed by `ray job submit`)")
+    s.add_argument("--only", default=None, help="hosts: a comma-separated subset of the inventory (head among them)")
+    s.set_defaults(func=cmd_cluster)
 
     s = sub.add_parser("host", help="a host of the inventory (cluster/hosts/NAME/host.yaml): its class, install, "
                                     "ray start flags")

@@ -289,7 +289,7 @@ def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) 
         kind = type(e).__name__
         if kind == "OutOfMemoryError":  # Ray's memory monitor killed the worker: never retried blindly
             return driver_record(t, matrix, code_version, "oom", f"Ray's memory monitor killed the task's worker: {e}",
-                                 attempts=t.attempts)
+                                 attempts=t.attempts, limit_enforced_by="ray")
         if kind in LOST or any(k in kind for k in LOST):
             if t.attempts <= LOST_NODE_RETRIES:
                 pending.insert(0, t)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 # 2: `implementation` (the measured class's name, module and versions) joined the record
-# 3: the machine's state (machine, contended), the compile caches (compile_cache, compile_cache_state), no_host_cause
+# 3: the machine's state (machine, contended), the compile caches (compile_cache, compile_cache_state),
+# no_host_cause, limit_enforced_by
 SCHEMA_VERSION = 3
 
 
@@ -69,6 +70,10 @@ class Record:
     # how it ended
     status: str | None = None
     reason: str | None = None
+    # an oom's limit: "sampler" (the runner's budget_mb), "kernel" (the OOM killer: a memory
+    # cgroup's limit or the machine's RAM), "ray" (Ray's memory monitor), or "cell" (a
+    # MemoryError or CUDA out-of-memory inside the cell); null unless status is oom
+    limit_enforced_by: str | None = None
     traceback: str | None = None
     metrics: dict = field(default_factory=dict)
     implementation: dict | None = None  # backends/contract.py describe(): name, class, versions

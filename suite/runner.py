@@ -37,7 +37,7 @@ import traceback
 from pathlib import Path
 
 import workloads
-from suite import calibrate, compile_cache, env, machine, tempdirs
+from suite import calibrate, cgroup, compile_cache, env, machine, tempdirs
 from suite.cell import Cell, measure, vm_hwm_mb
 from suite.proctree import CellTree, become_subreaper
 from suite.record import Limits, Record, now
@@ -84,18 +84,23 @@ def _supervise(proc: subprocess.Popen, tree: CellTree, budget_mb, timeout_s, pol
         time.sleep(poll_s)
 
 
-def _died_without_record(status: int, killed_for, budget_mb, timeout_s, peak_mb) -> dict:
+def _died_without_record(status: int, killed_for, budget_mb, timeout_s, peak_mb, kernel_kills: int = 0) -> dict:
     if killed_for == "oom":
-        return {"status": "oom", "reason": f"resident memory passed the budget of {budget_mb:.0f} MB "
-                                           f"(peak {peak_mb:.1f} MB); killed"}
+        return {"status": "oom", "limit_enforced_by": "sampler",
+                "reason": f"resident memory passed the budget of {budget_mb:.0f} MB (peak {peak_mb:.1f} MB); killed"}
     if killed_for == "timeout":
         return {"status": "timeout", "reason": f"no result within the timeout of {timeout_s:g} s; killed"}
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
+        if sig == signal.SIGKILL and kernel_kills:
+            limit = cgroup.limit_mb(cgroup.own_memory_dir())
+            return {"status": "oom", "limit_enforced_by": "kernel",
+                    "reason": f"killed by the kernel's OOM killer (peak {peak_mb:.1f} MB): this host's memory "
+                              f"cgroup" + (f" limit of {limit:.0f} MB" if limit else "") + " was reached"}
         if sig == signal.SIGKILL:
-            return {"status": "oom", "reason": f"killed by SIGKILL, not by the runner (peak {peak_mb:.1f} MB): "
-                                               "on Linux that is the kernel OOM killer when the host runs out "
-                                               "of memory"}
+            return {"status": "oom", "limit_enforced_by": "kernel",
+                    "reason": f"killed by SIGKILL, not by the runner (peak {peak_mb:.1f} MB): "
+                              "on Linux that is the kernel OOM killer when the host runs out of memory"}
         return {"status": "crash", "reason": f"killed by signal {signal.Signals(sig).name}"}
     return {"status": "crash", "reason": f"exited with code {os.WEXITSTATUS(status)} without writing a record"}
 
@@ -140,6 +145,8 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
     become_subreaper()  # orphans of the cell come back to this process, not to init
     tempdirs.sweep(tempdirs.CELL_PREFIX)  # what a runner killed before its cleanup left behind
     tmp = tempdirs.make(tempdirs.CELL_PREFIX)
+    memcg = cgroup.own_memory_dir()  # the kernel's count of OOM kills there tells its kill from another's
+    kills_before = cgroup.oom_kills(memcg) or 0
     try:
         payload_path, record_path = Path(tmp, "payload.json"), Path(tmp, "record.json")
         payload_path.write_text(json.dumps({"cell": cell.to_dict(), "limits": limits.to_dict(),
@@ -180,18 +187,22 @@ def run_cell(cell: Cell, limits: Limits = Limits(), extra_env: dict | None = Non
         if record.peak_rss_mb is None:  # no /proc: the inflated bound is all there is
             record.peak_rss_mb = record.ru_maxrss_mb
         peak_mb = max(record.peak_rss_mb, sampled_mb)
-        record.update(**_died_without_record(status, killed_for, limits.budget_mb, limits.timeout_s, peak_mb))
+        kernel_kills = (cgroup.oom_kills(memcg) or 0) - kills_before
+        record.update(**_died_without_record(status, killed_for, limits.budget_mb, limits.timeout_s, peak_mb,
+                                             kernel_kills))
         if record.status == "crash":
             record.traceback = record.stderr_tail
     else:
         record.take_child(child)
+        if record.status == "oom":  # the cell's own MemoryError or CUDA out-of-memory
+            record.limit_enforced_by = "cell"
         # VmHWM at the child's end, or later at the last poll (teardown allocates too)
         record.peak_rss_mb = max(child.peak_rss_mb, polled_hwm or 0.0)
         peak_mb = max(record.peak_rss_mb, sampled_mb)
         if limits.budget_mb and peak_mb > limits.budget_mb and record.status == "ok":
             # finished between two polls, but the host would not have had the memory
-            record.update(status="oom", reason=f"peak RSS {peak_mb:.1f} MB passed the budget of "
-                                               f"{limits.budget_mb:.0f} MB")
+            record.update(status="oom", limit_enforced_by="sampler",
+                          reason=f"peak RSS {peak_mb:.1f} MB passed the budget of {limits.budget_mb:.0f} MB")
     est = record.memory_estimate_mb
     record.memory_ratio = record.peak_rss_mb / est if est else None
     return record

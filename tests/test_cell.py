@@ -73,6 +73,7 @@ def test_budget_below_the_peak_gives_oom_with_the_measured_peak():
     assert_one_record(rec, "oom")
     assert rec["peak_rss_mb"] > budget and rec["peak_rss_sampled_mb"] > budget
     assert f"budget of {budget:.0f} MB" in rec["reason"] and rec["signal"] == "SIGKILL"
+    assert rec["limit_enforced_by"] == "sampler"
     assert rec["metrics"] == {}  # killed before it could report anything
 
 

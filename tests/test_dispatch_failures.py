@@ -137,6 +137,7 @@ def test_each_ray_failure_becomes_its_record(fake, tmp_path):
     assert records[0]["status"] == "ok" and records[0]["attempts"] == 1
     assert records[1]["status"] == "oom" and records[1]["attempts"] == 1
     assert records[1]["reason"].startswith("Ray's memory monitor killed the task's worker")
+    assert records[1]["limit_enforced_by"] == "ray" and records[0]["limit_enforced_by"] is None
     assert records[2]["status"] == "ok" and records[2]["attempts"] == 2
     assert records[3]["status"] == "crash" and records[3]["attempts"] == 2
     assert records[3]["reason"] == "lost its node or worker 2 time(s) (WorkerCrashedError); not retried again"
