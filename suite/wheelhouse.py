@@ -99,7 +99,10 @@ def make(out: Path, roots: dict[str, set[str]], folders: list[Path]) -> list[str
     for root, extras in roots.items():
         for dist in closure(root, extras):
             key = f"{dist.metadata['Name']}=={dist.version}"
-            editable = '"editable": true' in (dist.read_text("direct_url.json") or "")  # the checkout itself
-            if key not in packed and not editable and dist.files and not available(dist, folders):
+            # the checkout itself (each host installs it from its synced copy): an editable install,
+            # or the gptbench.egg-info that `pip install -e` leaves in a checkout on sys.path
+            checkout = _norm(dist.metadata["Name"]) == "gptbench" or \
+                '"editable": true' in (dist.read_text("direct_url.json") or "")
+            if key not in packed and not checkout and dist.files and not available(dist, folders):
                 packed[key] = pack(dist, out)
     return sorted(packed)
