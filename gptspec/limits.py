@@ -94,7 +94,9 @@ def mb(nbytes: float) -> str:
 def quote(value, limit: int = QUOTE_CHARS) -> str:
     """repr(value), cut to `limit` characters with the length it had: an error message quotes
     what it refuses, never megabytes of it."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text):,} characters in all)"
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """text, cut to `limit` characters with the length it had."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"

@@ -33,13 +33,14 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 import backends
 import workloads
 from gptspec.errors import GptbenchError
-from gptspec.limits import quote
+from gptspec.limits import cut, quote
 from gptspec.spec import resolve_spec
 from suite import inventory, yamlfile
 from suite.cell import Cell
 from suite.record import Limits
 
 DEFAULT_PATH = Path(__file__).with_name("default_matrix.yaml")
+FIELD_CHARS = 500  # an error line quotes a field and its message at most this long
 EXCLUDE_KEYS = {"backend", "workload", "spec", "dtype", "host_class"}
 
 
@@ -286,8 +287,8 @@ def validate(data, source: str) -> Matrix:
     try:
         return Matrix.model_validate(data)
     except ValidationError as e:
-        raise _invalid(source, [f"  {_cut('.'.join(str(p) for p in err['loc']) or '(top level)')}: "
-                                f"{_cut(_allowed(err))}" for err in e.errors()]) from None
+        raise _invalid(source, [f"  {cut('.'.join(str(p) for p in err['loc']) or '(top level)', FIELD_CHARS)}: "
+                                f"{cut(_allowed(err), FIELD_CHARS)}" for err in e.errors()]) from None
 
 
 def _invalid(source: str, lines: list[str]) -> GptbenchError:
@@ -297,10 +298,6 @@ def _invalid(source: str, lines: list[str]) -> GptbenchError:
 
 
 MAX_ERROR_LINES = 30
-
-
-def _cut(text: str, limit: int = 500) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters in all)"
 
 
 def _inherit_hosts(data: dict) -> list[str]:

@@ -259,12 +259,12 @@ def down(folder) -> list[int]:
     for node in state["nodes"]:
         _signal_group(node["pid"], signal.SIGTERM)
     for p in procs:
-        _signal(p, signal.SIGTERM)
+        tempdirs.signal_quietly(p, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
     for node in state["nodes"]:
         _signal_group(node["pid"], signal.SIGKILL)
     for p in alive:
-        _signal(p, signal.SIGKILL)
+        tempdirs.signal_quietly(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=STOP_GRACE_S)
     (folder / STATE).unlink()
     _remove_files(state)
@@ -285,8 +285,3 @@ def _signal_group(pgid: int, sig) -> None:
         pass
 
 
-def _signal(p: psutil.Process, sig) -> None:
-    try:
-        p.send_signal(sig)
-    except psutil.Error:
-        pass

@@ -108,14 +108,15 @@ def marked(folder: Path) -> list[psutil.Process]:
 def end(procs: list[psutil.Process], grace_s: float = GRACE_S) -> None:
     """SIGTERM, then SIGKILL what is left after grace_s; children of this process are reaped."""
     for p in procs:
-        _signal(p, signal.SIGTERM)
+        signal_quietly(p, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for p in alive:
-        _signal(p, signal.SIGKILL)
+        signal_quietly(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
 
 
-def _signal(p: psutil.Process, sig) -> None:
+def signal_quietly(p: psutil.Process, sig) -> None:
+    """Signal p if it is still the same process; nothing if it is gone or not ours."""
     try:
         p.send_signal(sig)  # psutil checks the pid is still the same process
     except psutil.Error:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import yaml
 
 from gptspec.errors import GptbenchError
-from gptspec.limits import quote
+from gptspec.limits import cut, quote
 
 # nodes of one document with every alias expanded: matrices/pool.yaml has 168; a matrix
 # of this many values is far beyond any real one, and still small to validate
@@ -95,6 +95,5 @@ def _unique_keys(node, loader, source: str) -> None:
 
 
 def _bounded(e: Exception) -> str:
-    """PyYAML's message (its context and a snippet of the line), within the quote limit."""
-    text = str(e)
-    return text if len(text) <= 1000 else text[:1000] + f"... ({len(text):,} characters in all)"
+    """PyYAML's message (its context and a snippet of the line), within 1,000 characters."""
+    return cut(str(e), 1000)
