@@ -1,18 +1,22 @@
 """Run a matrix's cells as Ray tasks across a heterogeneous pool, one record per cell.
 
 Each cell is a Ray task that calls suite.runner.run_cell (the cell itself runs in a fresh
-child process there). A task is placed by its host class: Ray node labels (label_selector)
-and numeric custom resources, plus one `bench_slot`, which every gptbench host advertises
-once, so two timed cells never share a machine. Before anything is submitted, a pre-flight
-against the live pool (ray.nodes()) and the cell's memory estimate turns what no node can
-run into a `no_host` record: Ray would queue an infeasible task forever, silently.
+child process there). The driver places each task itself: on a live node whose labels and
+numeric custom resources match the cell's host class and whose `bench_slot` (every
+gptbench host advertises one, so two timed cells never share a machine) is free, pinned
+there (hard node affinity), so it knows which node runs which cell. Before anything is
+submitted, a pre-flight against the live pool (ray.nodes()) and the cell's memory estimate
+turns what no node can run into a `no_host` record: Ray would queue an infeasible task
+forever, silently.
 
 Failures end in records, never in a hang: tasks have max_retries=0 (a task killed for
 memory would otherwise be retried blindly); a worker or node lost under a task is
 retried up to LOST_NODE_RETRIES times on the pool as it is after the loss (a class with no
 node left gives `no_host`, no_host_cause "lost_node", which `--resume` runs again), then
-recorded as `crash`; every
-wait is bounded (a task with no result by its deadline is cancelled and `timeout`).
+recorded as `crash`. A node cut off by its link raises nothing at the driver (the task's
+connection just goes silent): once Ray's GCS marks the node dead (its health checks, about
+a minute), the cells placed there are lost the same way. Every wait is bounded (a task with
+no result by its deadline is cancelled and `timeout`).
 The driver appends each record to the run directory as it arrives (suite/store.py), so
 Ctrl-C, `ray job stop` or a killed driver lose no finished cell; `--resume` runs the rest.
 """
@@ -24,9 +28,11 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from suite import memory
 from suite.cell import Cell
@@ -45,8 +51,10 @@ WAIT_S = 0.5            # the driver loop's tick: ray.wait never blocks longer
 # answers (its health checks: ~15 s for a refused connection, ~65 s for a silent host)
 NODE_DEATH_WAIT_S = 75.0
 PROBE_TIMEOUT_S = 2.0
+# how often the driver asks the GCS which nodes are alive while cells run
+NODE_CHECK_S = 2.0
 LOST = ("NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError", "ObjectLostError",
-        "OwnerDiedError", "RaySystemError", "ActorDiedError")
+        "OwnerDiedError", "RaySystemError", "ActorDiedError", "TaskUnschedulableError")
 
 
 # --- the pool -----------------------------------------------------------------------------
@@ -153,6 +161,7 @@ class _Todo:
 @dataclass
 class _Flight:
     todo: _Todo
+    node: Node
     submitted: float
     deadline: float
 
@@ -215,6 +224,7 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         return out
 
     flights: dict = {}
+    checked = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # `ray job stop` sends SIGTERM
     try:
         while pending or flights:
@@ -227,6 +237,12 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
                     write(record)
                 else:  # the cell went back to pending: its worker or node was lost
                     lost = True
+            if flights and time.monotonic() - checked >= NODE_CHECK_S:
+                checked = time.monotonic()
+                for record in _drop_dead_nodes(flights, pending, matrix, code_version, log):
+                    lost = True
+                    if record:
+                        write(record)
             if lost:
                 nodes = _refresh_or_fail(pending, matrix, code_version, write, nodes_after_loss(log))
             now = time.monotonic()
@@ -251,32 +267,65 @@ def _sigterm_to_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _slots(nodes: list[Node]) -> int:
-    return int(sum(n.resources.get(SLOT, 0) for n in nodes))
+def _slots(node: Node) -> int:
+    return int(node.resources.get(SLOT, 0))
 
 
 def _submit(pending: list, flights: dict, nodes: list[Node], matrix: Matrix, code_version: str) -> None:
-    """Submit while there are free slots: per host class no more than its nodes' slots, in
-    all no more than the pool's, so a submitted task starts at once and its deadline holds."""
-    busy: dict[int, int] = {}
-    for f in flights.values():
-        busy[id(f.todo.hc)] = busy.get(id(f.todo.hc), 0) + 1
+    """Place waiting cells on nodes with a free slot, in queue order, each pinned to its node,
+    so a submitted task starts at once and its deadline holds. Of the free nodes a cell's
+    class matches, it takes the one the fewest waiting classes can use (a class that only one
+    node serves is not kept off it by a class that could run elsewhere)."""
+    busy = Counter(f.node.node_id for f in flights.values())
+    free = [n for n in nodes if busy[n.node_id] < _slots(n)]
+    if not free or not pending:
+        return
+    classes = {id(t.hc): t.hc for t in pending}
+    demand = {n.node_id: sum(bool(matching(hc, [n])) for hc in classes.values()) for n in free}
     for t in list(pending):
-        if len(flights) >= _slots(nodes):
-            return
-        if busy.get(id(t.hc), 0) >= _slots(matching(t.hc, nodes)):
+        candidates = [n for n in matching(t.hc, free) if busy[n.node_id] < _slots(n)]
+        if not candidates:
             continue
-        labels, res = requirements(t.hc)
-        opts = {"resources": {k: v for k, v in res.items() if k != "GPU"}, "num_gpus": res.get("GPU", 0)}
-        if labels:
-            opts["label_selector"] = labels
+        node = min(candidates, key=lambda n: (demand[n.node_id], busy[n.node_id]))
+        _, res = requirements(t.hc)
+        opts = {"resources": {k: v for k, v in res.items() if k != "GPU"}, "num_gpus": res.get("GPU", 0),
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False)}
         now = time.monotonic()  # before .remote(): the task may start before that call returns
         ref = cell_task.options(**opts).remote(t.cell.to_dict(), t.cell_id, code_version,
                                                 matrix.limits(t.hc).to_dict())
         t.attempts += 1
-        flights[ref] = _Flight(t, now, now + 2 * matrix.timeout_s + START_GRACE_S)
-        busy[id(t.hc)] = busy.get(id(t.hc), 0) + 1
+        flights[ref] = _Flight(t, node, now, now + 2 * matrix.timeout_s + START_GRACE_S)
+        busy[node.node_id] += 1
         pending.remove(t)
+
+
+def _lost(t: _Todo, pending: list, matrix: Matrix, code_version: str, why: str, traceback: str | None = None):
+    """A cell whose worker or node was lost: back to the front of the queue (None) while it
+    has retries left, else its `crash` record."""
+    if t.attempts <= LOST_NODE_RETRIES:
+        pending.insert(0, t)
+        return None
+    return driver_record(t, matrix, code_version, "crash",
+                         f"lost its node or worker {t.attempts} time(s) ({why}); not retried again",
+                         traceback=traceback, attempts=t.attempts)
+
+
+def _drop_dead_nodes(flights: dict, pending: list, matrix: Matrix, code_version: str, log) -> list:
+    """The cells running on nodes the GCS no longer lists alive, taken out of flight as lost:
+    a node cut off by its link leaves its task's connection silent, and the driver would
+    otherwise wait for the task's deadline. Their refs are dropped, not cancelled (there is
+    nobody to cancel on a dead node; see _cancel_all for the race a cancel risks).
+    Returns, per lost cell, its crash record or None (requeued)."""
+    alive = {n.node_id for n in live_nodes()}
+    out = []
+    for ref, f in list(flights.items()):
+        if f.node.node_id not in alive:
+            del flights[ref]
+            log(f"node {f.node.ip} ({f.node.node_id[:8]}) was marked dead by Ray while it ran "
+                f"{f.todo.cell.backend} {f.todo.cell.workload} ({f.todo.cell.host_class}); the cell is lost with it")
+            out.append(_lost(f.todo, pending, matrix, code_version,
+                             f"node {f.node.node_id[:8]} at {f.node.ip} marked dead by Ray's GCS"))
+    return out
 
 
 def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) -> dict | None:
@@ -291,12 +340,7 @@ def _collect(ref, f: _Flight, pending: list, matrix: Matrix, code_version: str) 
             return driver_record(t, matrix, code_version, "oom", f"Ray's memory monitor killed the task's worker: {e}",
                                  attempts=t.attempts, limit_enforced_by="ray")
         if kind in LOST or any(k in kind for k in LOST):
-            if t.attempts <= LOST_NODE_RETRIES:
-                pending.insert(0, t)
-                return None
-            return driver_record(t, matrix, code_version, "crash",
-                                 f"lost its node or worker {t.attempts} time(s) ({kind}); not retried again",
-                                 traceback=str(e)[-4000:], attempts=t.attempts)
+            return _lost(t, pending, matrix, code_version, kind, traceback=str(e)[-4000:])
         return driver_record(t, matrix, code_version, "crash", f"the Ray task failed: {kind}",
                              traceback=str(e)[-4000:], attempts=t.attempts)
     # overhead: everything but the workload itself (Ray's part: all but the child's life)

@@ -21,7 +21,7 @@ from suite.record import Limits, Record
 from suite.store import RunStore, StoreError
 
 CODE = "test-code"
-NODE = {"NodeID": "n" * 56, "NodeManagerAddress": "127.0.0.1", "NodeManagerPort": 0, "Alive": True,
+NODE = {"NodeID": "a1" * 28, "NodeManagerAddress": "127.0.0.1", "NodeManagerPort": 0, "Alive": True,
         "Labels": {"gptbench/class": "local"}, "Resources": {"bench_slot": 1.0, "CPU": 2.0}}
 MATRIX = """
 name: failures
@@ -41,9 +41,12 @@ def ok_record(cell: Cell, cell_id: str) -> dict:
 
 
 class FakeRay:
-    """ray.nodes / wait / get / cancel over scripted outcomes: per cell seed, one outcome per
-    attempt -- "ok", "hang" (never ready), or an exception instance get() raises. `events`
-    is the order of what happened: ("submit", seed), ("fsync", path), ("cancel", seed)."""
+    """ray.nodes / wait / get / cancel over scripted outcomes: per cell seed (or per
+    (host class, seed)), one outcome per attempt -- "ok", "hang" (never ready), "cut" (never
+    ready, and the node it was placed on is marked dead at once, as the GCS does a minute
+    after a link goes down), or an exception instance get() raises. `events` is the order of
+    what happened: ("submit", seed), ("fsync", path), ("cancel", seed); `placed` the node id
+    each submitted cell was pinned to."""
 
     def __init__(self, outcomes: dict, nodes=(NODE,), events=None):
         self.outcomes = {seed: list(o) for seed, o in outcomes.items()}
@@ -54,17 +57,25 @@ class FakeRay:
         self.store_dir = None
         self.remote_delay_s = 0.0     # remote() returns this late, the task's life (wall_s) inside it
         self.submitted: list[Cell] = []  # every cell submitted, in order
+        self.placed: list[str] = []      # the node each was pinned to
+        self._node_id = None
 
     # the cell task
     def options(self, **opts):
+        self._node_id = opts["scheduling_strategy"].node_id
         return self
 
     def remote(self, cell_dict, cell_id, code_version, limits):
         cell = Cell.from_dict(cell_dict)
         self.events.append(("submit", cell.seed))
         self.submitted.append(cell)
+        self.placed.append(self._node_id)
         time.sleep(self.remote_delay_s)
-        return _Ref(cell, cell_id, self.outcomes[cell.seed].pop(0))
+        outcome = self.outcomes.get((cell.host_class, cell.seed), self.outcomes.get(cell.seed)).pop(0)
+        if outcome == "cut":
+            for n in self.node_list:
+                n["Alive"] = n["Alive"] and n["NodeID"] != self._node_id
+        return _Ref(cell, cell_id, outcome)
 
     # ray
     def nodes(self):
@@ -74,7 +85,7 @@ class FakeRay:
         if self.interrupt_after is not None and \
                 len((self.store_dir / CELLS).read_text().splitlines()) >= self.interrupt_after:
             raise KeyboardInterrupt
-        ready = [r for r in refs if r.outcome != "hang"][:num_returns]
+        ready = [r for r in refs if r.outcome not in ("hang", "cut")][:num_returns]
         return ready, [r for r in refs if r not in ready]
 
     def get(self, ref, timeout=None):
@@ -194,6 +205,84 @@ def test_a_task_past_its_deadline_is_cancelled_and_recorded_as_timeout(fake, tmp
     assert records[0]["status"] == "timeout" and ("cancel", 0) in ray.events
     assert records[0]["reason"].startswith("dispatch: no result within 0 s of submission")
     assert [records[s]["status"] for s in range(1, 5)] == ["ok"] * 4
+
+
+# --- a node cut off: Ray raises nothing, the GCS marks it dead ----------------------------------
+HEAD = {**NODE, "NodeID": "b2" * 28, "NodeManagerAddress": "10.0.0.10", "Labels": {"gptbench/class": "head"}}
+LOWRAM = {**NODE, "NodeID": "c3" * 28, "NodeManagerAddress": "10.0.0.11", "Labels": {"gptbench/class": "lowram"}}
+TWO_CLASSES = """
+name: link
+backends: [numpy]
+workloads: {train: {options: {steps: 2}}}
+specs: [tiny]
+seeds: [0, 1]
+timeout_s: 60
+host_classes:
+  head: {labels: {gptbench/class: head}, budget_mb: 1000}
+  lowram: {labels: {gptbench/class: lowram}, budget_mb: 600}
+"""
+
+
+def test_a_node_cut_off_mid_cell_loses_its_cells_when_ray_marks_it_dead_not_at_the_deadline(fake, tmp_path,
+                                                                                              monkeypatch):
+    """lowram's link goes down under its first cell: the task never fails at the driver, its
+    connection just goes silent; once the GCS lists the node dead, the cell and the class's
+    waiting cell are no_host "lost_node" (which --resume runs again), the head's cells run on."""
+    monkeypatch.setattr(dispatch, "NODE_CHECK_S", 0.05)
+    ray = fake({("head", 0): ["ok"], ("head", 1): ["ok"], ("lowram", 0): ["cut"], ("lowram", 1): ["ok"]},
+               nodes=(HEAD, LOWRAM))
+    lines = []
+    t0 = time.monotonic()
+    mx = M.parse(TWO_CLASSES, "m.yaml")
+    with RunStore.create(tmp_path / "run", {"code_version": CODE, "matrix": mx.model_dump(mode="json")}) as store:
+        ray.store_dir = tmp_path / "run"
+        out = dispatch.run_matrix(mx, store, CODE, log=lines.append)
+    assert time.monotonic() - t0 < 5  # the deadline is 2 x 60 + 120 s
+    records = {(r["host_class"], r["seed"]): r for r in read_records(tmp_path / "run")}
+    assert out.written == 4 and not [e for e in ray.events if e[0] == "cancel"]  # dropped, never cancelled
+    assert records[("head", 0)]["status"] == records[("head", 1)]["status"] == "ok"
+    for seed in (0, 1):
+        r = records[("lowram", seed)]
+        assert (r["status"], r["no_host_cause"]) == ("no_host", "lost_node")
+        assert r["reason"].startswith("after losing a node: host class 'lowram': no live node has label "
+                                      "gptbench/class=lowram")
+    assert records[("lowram", 0)]["attempts"] == 1 and records[("lowram", 1)]["attempts"] == 0
+    # each cell went to a node of its class; the one on the cut node is named in the log
+    assert [(c.host_class, n) for c, n in zip(ray.submitted, ray.placed)] == \
+        [("head", HEAD["NodeID"]), ("lowram", LOWRAM["NodeID"]), ("head", HEAD["NodeID"])]
+    assert any(line.startswith("node 10.0.0.11 (c3c3c3c3) was marked dead by Ray while it ran numpy train")
+               for line in lines), lines
+
+
+def test_a_cell_whose_node_was_cut_off_runs_again_on_another_node_of_its_class(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch, "NODE_CHECK_S", 0.05)
+    second = {**NODE, "NodeID": "d4" * 28, "NodeManagerAddress": "10.0.0.12"}
+    ray = fake({0: ["cut", "ok"]}, nodes=(NODE, second))
+    _, records = _run(tmp_path, ray, matrix=MATRIX.replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0]"))
+    assert records[0]["status"] == "ok" and records[0]["attempts"] == 2
+    assert ray.placed == [NODE["NodeID"], second["NodeID"]]  # the driver knew where it ran, and where not to
+
+
+def test_a_cell_cut_off_twice_is_a_crash_that_says_which_node(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(dispatch, "NODE_CHECK_S", 0.05)
+    nodes = [{**NODE, "NodeID": f"{i}e" * 28, "NodeManagerAddress": f"10.0.0.{i}"} for i in (1, 2, 3)]
+    ray = fake({0: ["cut", "cut"]}, nodes=nodes)
+    _, records = _run(tmp_path, ray, matrix=MATRIX.replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0]"))
+    assert records[0]["status"] == "crash" and records[0]["attempts"] == 2
+    assert records[0]["reason"] == ("lost its node or worker 2 time(s) (node 2e2e2e2e at 10.0.0.2 marked dead by "
+                                    "Ray's GCS); not retried again")
+
+
+def test_a_cell_any_node_can_run_leaves_the_only_node_of_another_class_free(fake, tmp_path):
+    """Placement: of the free nodes a class matches, the one fewer waiting classes can use;
+    so `anywhere` (no labels) takes the head, and lowram's cell starts beside it at once."""
+    matrix = TWO_CLASSES.replace("head: {labels: {gptbench/class: head}", "anywhere: {labels: {}").replace(
+        "seeds: [0, 1]", "seeds: [0]")
+    ray = fake({("anywhere", 0): ["hang"], ("lowram", 0): ["hang"]}, nodes=(LOWRAM, HEAD))
+    ray.interrupt_after = 0  # stop at the first wait: what was placed by then is the first round
+    _run(tmp_path, ray, matrix)
+    assert sorted(zip((c.host_class for c in ray.submitted), ray.placed)) == \
+        [("anywhere", HEAD["NodeID"]), ("lowram", LOWRAM["NodeID"])]
 
 
 # --- the overhead fields: Ray's part is never negative --------------------------------------------

@@ -49,9 +49,12 @@ def _classes(text):
 
 def test_a_host_is_written_once_and_every_matrix_inherits_it(hosts):
     _edit(hosts, "lowram", budget_mb=650)
-    pool, _ = M.load(REPO / "matrices" / "pool.yaml")
-    sim_, _ = M.load(REPO / "matrices" / "sim.yaml")
-    for mx in (pool, sim_, M.default_matrix()):
+    shipped = {path.name: M.load(path)[0] for path in sorted((REPO / "matrices").glob("*.yaml"))}
+    assert {"pool.yaml", "sim.yaml", "rehearsal.yaml", "rehearsal-link.yaml"} <= set(shipped)  # each one parses
+    pool = shipped["pool.yaml"]
+    with_lowram = [mx for mx in [*shipped.values(), M.default_matrix()] if "lowram" in mx.host_classes]
+    assert len(with_lowram) >= 4
+    for mx in with_lowram:
         assert mx.host_classes["lowram"].budget_mb == 650
     assert pool.host_classes["lowram"].labels == {"gptbench/class": "lowram"}
     assert pool.host_classes["rtx4070"].gpu_budget_mb == 12000 and pool.host_classes["rtx4070"].device == "cuda"

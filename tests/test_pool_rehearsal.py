@@ -99,6 +99,10 @@ def _oom_kills(host: dict) -> int:
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 RUN_DIR = "/home/gbp-head/runs/rehearsal"  # on the head, where the job's driver writes
+LINK_RUN_DIR = "/home/gbp-head/runs/link"
+# Ray's GCS marks a silent node dead after its health checks (~65 s measured); the driver asks
+# every NODE_CHECK_S; the bound leaves room for a loaded machine
+LINK_LOSS_BOUND_S = 120
 
 
 def _ray_env(folder) -> dict:
@@ -184,9 +188,7 @@ def test_ray_up_the_shipped_cluster_yaml_and_a_matrix_through_the_tunnel(pool):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/jobs/", timeout=30)
         assert refused.value.code == 401
-        job = subprocess.run([RAY, "job", "submit", "--address", url, "--working-dir", ".", "--",
-                              "python", "-m", "suite", "run", "matrices/rehearsal.yaml", "--address", "auto",
-                              "--out", RUN_DIR], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        job = _submit(url, env, "matrices/rehearsal.yaml", "--out", RUN_DIR)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     print(f"ray up and the job: {time.monotonic() - t0:.0f} s")
 
@@ -203,6 +205,9 @@ def test_ray_up_the_shipped_cluster_yaml_and_a_matrix_through_the_tunnel(pool):
     assert kernel["peak_rss_mb"] < lowram["limit_mb"] < kernel["budget_mb"]
     assert records["lowram"]["limit_enforced_by"] is None
 
+    _link_fault(state, folder, env, lowram_node=records["lowram"]["node_id"])
+    print(f"ray up, the job and the link fault: {time.monotonic() - t0:.0f} s")
+
     down = subprocess.run([RAY, "down", "-y", str(folder / "cluster.yaml")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
@@ -213,6 +218,67 @@ def test_ray_up_the_shipped_cluster_yaml_and_a_matrix_through_the_tunnel(pool):
             if p.info["uids"].real == head["uid"] and p.info["status"] != psutil.STATUS_ZOMBIE]
     assert not [c for c in left if "ray" in c], left
     print(f"the rehearsal took {time.monotonic() - t0:.0f} s")
+
+
+def _records(run_dir: str) -> list[dict]:
+    path = Path(run_dir, "cells.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _submit(url: str, env: dict, *args: str, wait: bool = True):
+    cmd = [RAY, "job", "submit", "--address", url, "--working-dir", ".", "--", "python", "-m", "suite", "run",
+           *args, "--address", "auto"]
+    if wait:
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _link_fault(state, folder, env, lowram_node: str) -> None:
+    """lowram's link taken down under its cell: the cell ends no_host (lost node) within
+    LINK_LOSS_BOUND_S while the head's cell ends ok and the run goes on; the link back,
+    lowram rejoins by itself (the launcher's autoscaler restarts Ray on it over SSH) and
+    `--resume` runs that cell again there."""
+    lowram = next(h for h in state["hosts"] if h["name"] == "lowram")
+    ips = {h["name"]: h["ip"] for h in state["hosts"]}
+    with tunnel(folder) as url:
+        job = _submit(url, env, "matrices/rehearsal-link.yaml", "--out", LINK_RUN_DIR, wait=False)
+        try:
+            deadline = time.monotonic() + 180
+            while not [p for p in psutil.process_iter(["uids", "cmdline"])
+                       if p.info["uids"].real == lowram["uid"] and "suite.cell" in (p.info["cmdline"] or [])]:
+                assert job.poll() is None and time.monotonic() < deadline, "no cell started on lowram"
+                time.sleep(0.2)
+            subprocess.run(["ip", "link", "set", lowram["veth"], "down"], check=True)
+            down_at = time.monotonic()
+            while not [r for r in _records(LINK_RUN_DIR) if r["host_class"] == "lowram"]:
+                assert time.monotonic() - down_at < LINK_LOSS_BOUND_S, "lowram's cell not ended after its link went"
+                time.sleep(0.5)
+            lost_after = time.monotonic() - down_at
+            out, _ = job.communicate(timeout=300)
+        finally:
+            subprocess.run(["ip", "link", "set", lowram["veth"], "up"], check=True)
+            if job.poll() is None:
+                job.kill()
+        assert job.returncode == 0, out[-3000:]
+        print(f"link down: lowram's cell ended {lost_after:.0f} s later")
+        first = {r["host_class"]: r for r in _records(LINK_RUN_DIR)}
+        assert (first["lowram"]["status"], first["lowram"]["no_host_cause"]) == ("no_host", "lost_node")
+        assert first["lowram"]["reason"].startswith("after losing a node: host class 'lowram': no live node")
+        assert first["head"]["status"] == "ok" and first["head"]["node_ip"] == ips["head"]
+        assert f"node {ips['lowram']} (" in out and "was marked dead by Ray" in out
+
+        t_up = time.monotonic()
+        while _alive_nodes(state, folder) < 2:
+            assert time.monotonic() - t_up < 300, "lowram did not rejoin within 5 minutes of its link coming back"
+            time.sleep(3)
+        print(f"link up: lowram alive again {time.monotonic() - t_up:.0f} s later")
+        resumed = _submit(url, env, "--resume", LINK_RUN_DIR)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    records = _records(LINK_RUN_DIR)
+    assert [r["host_class"] for r in records] == ["head", "lowram", "lowram"]  # only the lost cell ran again
+    again = records[-1]
+    assert again["cell_id"] == first["lowram"]["cell_id"] and again["status"] == "ok"
+    assert again["node_ip"] == ips["lowram"] and again["node_id"] != lowram_node  # Ray restarted there
 
 
 @needs_pool
