@@ -173,6 +173,7 @@ class Outcome:
     skipped: int = 0          # had a record already (resume)
     feasible: int = 0         # passed the pre-flight
     interrupted: bool = False
+    lost_node: int = 0        # no_host because their class lost its last node: --resume runs them
     statuses: dict = field(default_factory=dict)
     dispatch_s: list = field(default_factory=list)
     ray_overhead_s: list = field(default_factory=list)
@@ -201,6 +202,7 @@ def run_matrix(matrix: Matrix, store, code_version: str, progress=None, log=prin
         finished += 1
         out.written += 1
         out.statuses[record["status"]] = out.statuses.get(record["status"], 0) + 1
+        out.lost_node += record.get("no_host_cause") == "lost_node"
         if record.get("dispatch_s") is not None:
             out.dispatch_s.append(record["dispatch_s"])
             out.ray_overhead_s.append(record["ray_overhead_s"])

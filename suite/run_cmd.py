@@ -92,6 +92,9 @@ def _run(matrix_path, address, out, resume, temp_dir, preflight) -> int:
         print(f"dispatch overhead per cell (Ray + the child, everything but the workload): median "
               f"{statistics.median(outcome.dispatch_s):.2f} s, max {max(outcome.dispatch_s):.2f} s; Ray's part: "
               f"median {statistics.median(outcome.ray_overhead_s):.2f} s", file=sys.stderr)
+    if outcome.lost_node:
+        print(f"{outcome.lost_node} cell(s) lost their node (no_host, lost_node): once it is back in the pool, "
+              f"run them with\n  gptbench run --resume {store.dir}", file=sys.stderr)
     if preflight:
         print(f"pre-flight only: {outcome.feasible} cell(s) can run on the live pool; run them with\n"
               f"  gptbench run --resume {store.dir}", file=sys.stderr)

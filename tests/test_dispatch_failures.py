@@ -167,7 +167,7 @@ def test_a_lost_node_whose_class_has_no_node_left_becomes_no_host(fake, tmp_path
     assert records[0]["reason"].startswith("after losing a node: host class 'local': no live node has label "
                                            "gptbench/class=local")
     assert {r["status"] for r in records.values()} == {"no_host"}
-    assert {r["no_host_cause"] for r in records.values()} == {"lost_node"}
+    assert {r["no_host_cause"] for r in records.values()} == {"lost_node"} and out.lost_node == 5
     assert [e for e in ray.events if e[0] == "submit"] == [("submit", 0)]  # nothing sent to a pool without it
 
 
@@ -240,6 +240,7 @@ def test_a_node_cut_off_mid_cell_loses_its_cells_when_ray_marks_it_dead_not_at_t
     assert time.monotonic() - t0 < 5  # the deadline is 2 x 60 + 120 s
     records = {(r["host_class"], r["seed"]): r for r in read_records(tmp_path / "run")}
     assert out.written == 4 and not [e for e in ray.events if e[0] == "cancel"]  # dropped, never cancelled
+    assert out.lost_node == 2
     assert records[("head", 0)]["status"] == records[("head", 1)]["status"] == "ok"
     for seed in (0, 1):
         r = records[("lowram", seed)]

@@ -266,6 +266,8 @@ def _link_fault(state, folder, env, lowram_node: str) -> None:
         assert first["lowram"]["reason"].startswith("after losing a node: host class 'lowram': no live node")
         assert first["head"]["status"] == "ok" and first["head"]["node_ip"] == ips["head"]
         assert f"node {ips['lowram']} (" in out and "was marked dead by Ray" in out
+        assert f"1 cell(s) lost their node (no_host, lost_node): once it is back in the pool, run them with\n" \
+               f"  gptbench run --resume {LINK_RUN_DIR}" in out
 
         t_up = time.monotonic()
         while _alive_nodes(state, folder) < 2:
