@@ -120,4 +120,6 @@ def test_jax_training_states_its_compilation_inside_the_time_to_target():
     row, = to_json(headline([r.to_dict()]))
     assert row["backend"] == "jax" and row["compile_s"] == pytest.approx(m["compile_s"]) and row["compile_s"] > 0
     text = headline([r.to_dict()]).text().iloc[0]["time to target [95% interval]"]
-    assert f"compile {m['compile_s']:.3g} s of it" in text
+    # three significant figures, trailing zeros kept (2.10, not 2.1): '#' keeps them, and its
+    # trailing point of a whole number (123.) goes
+    assert f"compile {format(m['compile_s'], '#.3g').rstrip('.')} s of it" in text
