@@ -277,8 +277,8 @@ def _link_fault(state, folder, env, lowram_node: str) -> None:
         resumed = _submit(url, env, "--resume", LINK_RUN_DIR)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     records = _records(LINK_RUN_DIR)
-    assert [r["host_class"] for r in records] == ["head", "lowram", "lowram"]  # only the lost cell ran again
-    again = records[-1]
+    assert sorted(r["host_class"] for r in records[:2]) == ["head", "lowram"]  # the first run's, either order
+    again, = records[2:]  # only the lost cell ran again
     assert again["cell_id"] == first["lowram"]["cell_id"] and again["status"] == "ok"
     assert again["node_ip"] == ips["lowram"] and again["node_id"] != lowram_node  # Ray restarted there
 
