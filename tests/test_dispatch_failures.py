@@ -264,6 +264,15 @@ def test_a_cell_whose_node_was_cut_off_runs_again_on_another_node_of_its_class(f
     assert ray.placed == [NODE["NodeID"], second["NodeID"]]  # the driver knew where it ran, and where not to
 
 
+def test_a_cell_pinned_to_a_node_that_died_before_it_started_runs_again_on_the_pool(fake, tmp_path):
+    """The driver's view of the pool can lag: a cell pinned (hard affinity) to a node that
+    has just gone is refused by Ray as unschedulable; that is a lost node, not a crash."""
+    ray = fake({0: [E.TaskUnschedulableError("The node specified via NodeAffinitySchedulingStrategy doesn't exist "
+                                             "any more"), "ok"]})
+    _, records = _run(tmp_path, ray, matrix=MATRIX.replace("seeds: [0, 1, 2, 3, 4]", "seeds: [0]"))
+    assert records[0]["status"] == "ok" and records[0]["attempts"] == 2
+
+
 def test_a_cell_cut_off_twice_is_a_crash_that_says_which_node(fake, tmp_path, monkeypatch):
     monkeypatch.setattr(dispatch, "NODE_CHECK_S", 0.05)
     nodes = [{**NODE, "NodeID": f"{i}e" * 28, "NodeManagerAddress": f"10.0.0.{i}"} for i in (1, 2, 3)]
